@@ -1,0 +1,140 @@
+"""The ``safefcgi`` command line: parse, build a config, hand it to the server.
+
+Both spellings work: ``--socket /run/x.sock`` and runfcgi's ``socket=/run/x.sock``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from collections.abc import Sequence
+
+from . import __version__
+from .config import OPTIONS, OPTIONS_BY_NAME, ServerConfig, build_config
+from .errors import EXIT_USAGE, ConfigError, SafeFCGIError
+from .logs import configure_logging
+
+log = logging.getLogger("safefcgi.cli")
+
+
+class _OneLineParser(argparse.ArgumentParser):
+    """argparse, but a usage error is one line naming the problem, exit status 2."""
+
+    def error(self, message: str) -> None:  # type: ignore[override]
+        raise ConfigError(message)
+
+
+def _add_option(parser: argparse.ArgumentParser, option) -> None:
+    dashed = "--" + option.name.replace("_", "-")
+    names = [dashed]
+    if "_" in option.name:
+        names.append("--" + option.name)  # --before_fork, as runfcgi users may type
+    if option.flag:
+        parser.add_argument(*names, dest=option.name, action=argparse.BooleanOptionalAction,
+                            default=argparse.SUPPRESS, help=_help(option))
+    elif option.repeatable:
+        parser.add_argument(*names, dest=option.name, action="append",
+                            default=argparse.SUPPRESS, metavar=option.metavar,
+                            help=_help(option))
+    else:
+        parser.add_argument(*names, dest=option.name, default=argparse.SUPPRESS,
+                            metavar=option.metavar, help=_help(option))
+
+
+def _help(option) -> str:
+    if option.default in (None, [], ()):
+        return option.help
+    default = option.default
+    if isinstance(default, bool):
+        default = "on" if default else "off"
+    return f"{option.help} (default: {default})"
+
+
+def add_server_options(parser: argparse.ArgumentParser) -> None:
+    """Add every server option of the table to ``parser`` (also used by manage.py)."""
+    for option in OPTIONS:
+        _add_option(parser, option)
+
+
+def make_parser() -> argparse.ArgumentParser:
+    parser = _OneLineParser(
+        prog="safefcgi",
+        description="A fork-safe FastCGI server for Django (the successor of runfcgi).",
+    )
+    parser.add_argument("--version", action="version", version=f"safefcgi {__version__}")
+    commands = parser.add_subparsers(dest="command", metavar="COMMAND",
+                                     parser_class=_OneLineParser)
+    commands.required = True
+    run = commands.add_parser(
+        "run",
+        help="serve a Django project over FastCGI",
+        description="Serve a Django project over FastCGI. Options may also be given "
+        "the runfcgi way, as key=value words (socket=/run/site.sock method=prefork).",
+    )
+    run.add_argument("settings_module", metavar="SETTINGS_MODULE",
+                     help="dotted path of the settings module, e.g. mysite.settings")
+    add_server_options(run)
+    return parser
+
+
+def translate_runfcgi_words(args: Sequence[str]) -> list[str]:
+    """Turn runfcgi's ``key=value`` words into ``--key=value`` options.
+
+    A word that looks like ``key=value`` with an unknown key is an error naming
+    the key, rather than being mistaken for the settings module.
+    """
+    translated = []
+    for word in args:
+        if word.startswith("-") or "=" not in word:
+            translated.append(word)
+            continue
+        key, value = word.split("=", 1)
+        key = key.strip().lower()
+        option = OPTIONS_BY_NAME.get(key.replace("-", "_"))
+        if option is None:
+            raise ConfigError(f"unknown option '{key}' (in '{word}')")
+        if option.flag:
+            translated.append(f"--{option.name}" if _flag_value(key, value)
+                              else f"--no-{option.name}")
+        else:
+            translated.append(f"--{option.name}={value}")
+    return translated
+
+
+def _flag_value(key: str, value: str) -> bool:
+    try:
+        return OPTIONS_BY_NAME[key].cast(value)
+    except ValueError:
+        raise ConfigError(f"bad value {value!r} for option '{key}': expected true or false") \
+            from None
+
+
+def parse_run_arguments(argv: Sequence[str]) -> ServerConfig:
+    """Parse ``safefcgi run ...`` arguments (without the program name) into a config."""
+    namespace = make_parser().parse_args(translate_runfcgi_words(argv))
+    raw = {name: value for name, value in vars(namespace).items()
+           if name in OPTIONS_BY_NAME}
+    return build_config(namespace.settings_module, raw)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the ``safefcgi`` console script."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    try:
+        config = parse_run_arguments(argv)
+    except ConfigError as exc:
+        print(f"safefcgi: error: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    configure_logging()
+    from .server import serve  # imported late: option errors must not need Django
+
+    try:
+        return serve(config)
+    except SafeFCGIError as exc:
+        log.error("%s", exc)
+        return exc.exit_code
+
+
+if __name__ == "__main__":  # pragma: no cover - python -m safefcgi.cli
+    sys.exit(main())

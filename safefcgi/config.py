@@ -1,0 +1,266 @@
+"""Every option safefcgi accepts, cast and validated once, before anything forks.
+
+The table ``OPTIONS`` is the single source of truth: the ``safefcgi run``
+command line, runfcgi's ``key=value`` spelling and the ``manage.py runfcgi``
+command all feed raw strings through it and get the same ``ServerConfig``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+from .errors import ConfigError
+
+Method = Literal["prefork", "threaded"]
+
+METHOD_ALIASES = {
+    "prefork": "prefork", "fork": "prefork", "threaded": "threaded", "thread": "threaded",
+}
+TRUE_WORDS = frozenset({"1", "true", "yes", "on"})
+FALSE_WORDS = frozenset({"0", "false", "no", "off"})
+
+
+def _method(text: str) -> str:
+    try:
+        return METHOD_ALIASES[text.lower()]
+    except KeyError:
+        raise ValueError("expected prefork or threaded") from None
+
+
+def _protocol(text: str) -> str:
+    if text.lower() != "fcgi":
+        raise ValueError(f"only fcgi is served; {text} (a protocol runfcgi also offered) is not")
+    return "fcgi"
+
+
+def _bool(text: str | bool) -> bool:
+    if isinstance(text, bool):
+        return text
+    word = text.lower()
+    if word in TRUE_WORDS:
+        return True
+    if word in FALSE_WORDS:
+        return False
+    raise ValueError("expected true or false")
+
+
+def _int_at_least(minimum: int) -> Callable[[str], int]:
+    def cast(text: str) -> int:
+        try:
+            value = int(text)
+        except (TypeError, ValueError):
+            raise ValueError("expected a whole number") from None
+        if value < minimum:
+            raise ValueError(f"must be at least {minimum}")
+        return value
+
+    return cast
+
+
+def _port(text: str) -> int:
+    value = _int_at_least(1)(text)
+    if value > 65535:
+        raise ValueError("must be at most 65535")
+    return value
+
+
+def _octal(text: str) -> int:
+    try:
+        value = int(str(text), 8)
+    except ValueError:
+        raise ValueError("expected an octal number such as 022") from None
+    if not 0 <= value <= 0o777:
+        raise ValueError("must be between 000 and 777")
+    return value
+
+
+def _seconds(text: str) -> float:
+    try:
+        value = float(text)
+    except (TypeError, ValueError):
+        raise ValueError("expected a number of seconds") from None
+    if value < 0:
+        raise ValueError("must not be negative")
+    return value
+
+
+def _text(text: str) -> str:
+    if not str(text).strip():
+        raise ValueError("must not be empty")
+    return str(text)
+
+
+@dataclass(frozen=True)
+class Option:
+    """One option: its name, how to cast a raw value, its default and its help."""
+
+    name: str
+    cast: Callable[[Any], Any]
+    default: Any
+    help: str
+    flag: bool = False  # a boolean switch: --name / --no-name
+    repeatable: bool = False  # may be given several times; collects a list
+    runfcgi: bool = True  # part of runfcgi's key=value vocabulary
+    metavar: str | None = None
+
+
+OPTIONS: tuple[Option, ...] = (
+    Option("protocol", _protocol, "fcgi", "wire protocol; only fcgi is served", metavar="fcgi"),
+    Option("method", _method, "prefork", "prefork (a pool of processes) or threaded",
+           metavar="prefork|threaded"),
+    Option("socket", _text, None, "unix socket path to listen on", metavar="PATH"),
+    Option("host", _text, None, "TCP address to listen on (with --port)", metavar="HOST"),
+    Option("port", _port, None, "TCP port to listen on (with --host)", metavar="PORT"),
+    Option("umask", _octal, None, "umask applied while creating the unix socket",
+           metavar="OCTAL"),
+    Option("minspare", _int_at_least(0), 2, "fewest idle children (threads when threaded)",
+           metavar="N"),
+    Option("maxspare", _int_at_least(1), 5, "most idle children (threads when threaded)",
+           metavar="N"),
+    Option("maxchildren", _int_at_least(1), 50, "most children in the pool", metavar="N"),
+    Option("maxrequests", _int_at_least(0), 0,
+           "requests a child serves before it is replaced; 0 means unlimited", metavar="N"),
+    Option("maxthreads", _int_at_least(1), None,
+           "most threads in threaded mode (default: maxchildren)", metavar="N"),
+    Option("daemonize", _bool, False, "detach from the terminal and run in the background",
+           flag=True),
+    Option("pidfile", _text, None, "write the parent's pid here; removed on exit",
+           metavar="PATH"),
+    Option("workdir", _text, None, "change to this directory before serving", metavar="DIR"),
+    Option("outlog", _text, None, "append standard output to this file", metavar="PATH"),
+    Option("errlog", _text, None, "append standard error (the log) to this file",
+           metavar="PATH"),
+    Option("debug", _bool, False,
+           "send tracebacks of crashing requests to the client (never in production)",
+           flag=True),
+    Option("pythonpath", _text, [], "directory prepended to sys.path (repeatable)",
+           repeatable=True, runfcgi=False, metavar="DIR"),
+    Option("before_fork", _text, [], "dotted path of a callable run in the parent before "
+           "every fork (repeatable)", repeatable=True, runfcgi=False, metavar="DOTTED.PATH"),
+    Option("after_fork", _text, [], "dotted path of a callable run in each child right "
+           "after fork (repeatable)", repeatable=True, runfcgi=False, metavar="DOTTED.PATH"),
+    Option("graceful_timeout", _seconds, 30.0,
+           "seconds busy children get to finish on stop before they are killed",
+           runfcgi=False, metavar="SECONDS"),
+)
+
+OPTIONS_BY_NAME = {option.name: option for option in OPTIONS}
+
+
+@dataclass(frozen=True)
+class ServerConfig:
+    """A validated configuration; building one never touches the process."""
+
+    settings_module: str
+    method: Method = "prefork"
+    protocol: str = "fcgi"
+    socket: str | None = None
+    host: str | None = None
+    port: int | None = None
+    umask: int | None = None
+    minspare: int = 2
+    maxspare: int = 5
+    maxchildren: int = 50
+    maxrequests: int = 0
+    maxthreads: int | None = None
+    daemonize: bool = False
+    pidfile: str | None = None
+    workdir: str | None = None
+    outlog: str | None = None
+    errlog: str | None = None
+    debug: bool = False
+    pythonpath: tuple[str, ...] = ()
+    before_fork: tuple[str, ...] = ()
+    after_fork: tuple[str, ...] = ()
+    graceful_timeout: float = 30.0
+    explicit: frozenset[str] = field(default=frozenset(), compare=False)
+
+    @property
+    def address(self) -> str | tuple[str, int] | None:
+        """The bind address: a unix path, a (host, port) pair, or None for fd 0."""
+        if self.socket is not None:
+            return self.socket
+        if self.host is not None:
+            return (self.host, self.port)
+        return None
+
+    @property
+    def thread_limit(self) -> int:
+        return self.maxthreads if self.maxthreads is not None else self.maxchildren
+
+
+def cast_option(name: str, raw: Any) -> Any:
+    """Cast one raw value; a bad one becomes a ConfigError naming the option."""
+    option = OPTIONS_BY_NAME.get(name)
+    if option is None:
+        raise ConfigError(f"unknown option '{name}'")
+    try:
+        return option.cast(raw)
+    except ValueError as exc:
+        raise ConfigError(f"bad value {raw!r} for option '{name}': {exc}") from None
+
+
+def build_config(settings_module: str, raw: Mapping[str, Any]) -> ServerConfig:
+    """Cast every given value through the table, apply defaults, validate the whole.
+
+    ``raw`` holds only what the user gave (strings, or lists of strings for
+    repeatable options); anything absent takes its default.
+    """
+    if not settings_module or settings_module.startswith("-"):
+        raise ConfigError("missing SETTINGS_MODULE (a dotted path such as mysite.settings)")
+    values: dict[str, Any] = {}
+    for name, given in raw.items():
+        option = OPTIONS_BY_NAME.get(name)
+        if option is None:
+            raise ConfigError(f"unknown option '{name}'")
+        if option.repeatable:
+            items = [given] if isinstance(given, str) else list(given)
+            values[name] = tuple(cast_option(name, item) for item in items)
+        else:
+            values[name] = cast_option(name, given)
+    config = ServerConfig(settings_module=settings_module, explicit=frozenset(raw), **values)
+    return validate(_fit_spares_to_pool(config))
+
+
+def _fit_spares_to_pool(config: ServerConfig) -> ServerConfig:
+    """Shrink the *default* spare limits to a small pool the user asked for.
+
+    ``--maxchildren 4`` alone must work although the default maxspare is 5;
+    spare limits the user set explicitly are left for validate() to judge.
+    """
+    changes: dict[str, int] = {}
+    if "maxspare" not in config.explicit and config.maxspare > config.maxchildren:
+        changes["maxspare"] = config.maxchildren
+    maxspare = changes.get("maxspare", config.maxspare)
+    if "minspare" not in config.explicit and config.minspare > maxspare:
+        changes["minspare"] = maxspare
+    return dataclasses.replace(config, **changes) if changes else config
+
+
+def validate(config: ServerConfig) -> ServerConfig:
+    """Reject conflicting options with a sentence a user understands."""
+    if config.socket is not None and (config.host is not None or config.port is not None):
+        raise ConfigError("give either --socket or --host/--port, not both")
+    if (config.host is None) != (config.port is None):
+        raise ConfigError("--host and --port go together: give both")
+    if config.minspare > config.maxspare:
+        raise ConfigError(
+            f"minspare ({config.minspare}) must not exceed maxspare ({config.maxspare})"
+        )
+    if config.maxspare > config.maxchildren:
+        raise ConfigError(
+            f"maxspare ({config.maxspare}) must not exceed maxchildren ({config.maxchildren})"
+        )
+    if config.method == "threaded" and (config.before_fork or config.after_fork):
+        raise ConfigError("fork hooks need --method=prefork (threaded mode never forks)")
+    if config.umask is not None and config.socket is None:
+        raise ConfigError("--umask applies to a unix socket: give --socket too")
+    return config
+
+
+def runfcgi_keys() -> Iterable[str]:
+    """The key=value words runfcgi understood (and safefcgi still does)."""
+    return (option.name for option in OPTIONS if option.runfcgi)
