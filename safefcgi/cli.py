@@ -110,8 +110,13 @@ def _flag_value(key: str, value: str) -> bool:
             from None
 
 
-def parse_run_arguments(argv: Sequence[str]) -> ServerConfig:
-    """Parse ``safefcgi run ...`` arguments (without the program name) into a config."""
+def parse_run_arguments(args: Sequence[str]) -> ServerConfig:
+    """Parse the words after ``safefcgi run`` into a config."""
+    return parse_command_line(["run", *args])
+
+
+def parse_command_line(argv: Sequence[str]) -> ServerConfig:
+    """Parse a whole ``safefcgi`` command line (without the program name)."""
     namespace = make_parser().parse_args(translate_runfcgi_words(argv))
     raw = {name: value for name, value in vars(namespace).items()
            if name in OPTIONS_BY_NAME}
@@ -122,7 +127,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``safefcgi`` console script."""
     argv = list(sys.argv[1:] if argv is None else argv)
     try:
-        config = parse_run_arguments(argv)
+        config = parse_command_line(argv)
     except ConfigError as exc:
         print(f"safefcgi: error: {exc}", file=sys.stderr)
         return EXIT_USAGE

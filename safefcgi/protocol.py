@@ -123,7 +123,8 @@ class _ResponseWriter:
 
 
 def _encode_head(status: str, headers: list[tuple[str, str]]) -> bytes:
-    if not isinstance(status, str) or len(status) < 4 or not status[:3].isdigit():
+    if not isinstance(status, str) or len(status) < 5 or not status[:3].isdigit() \
+            or status[3] != " ":
         raise ValueError(f"invalid WSGI status {status!r}")
     lines = [b"Status: " + status.encode("latin-1")]
     for name, value in headers:

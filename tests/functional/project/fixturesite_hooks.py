@@ -1,0 +1,41 @@
+"""Hooks that record their calls to the file named by FIXTURESITE_HOOK_LOG."""
+
+import os
+
+
+def _record(name):
+    with open(os.environ["FIXTURESITE_HOOK_LOG"], "a") as log:
+        log.write(f"{name} {os.getpid()}\n")
+
+
+def before_a(server):
+    _record("before_a")
+
+
+def before_b(server):
+    _record("before_b")
+
+
+def after_a(server):
+    _record("after_a")
+
+
+def after_b(server):
+    _record("after_b")
+
+
+def after_fails(server):
+    _record("after_fails")
+    raise RuntimeError("cache server unreachable")
+
+
+def after_fails_twice(server):
+    """Fails in the first two children, then lets children start."""
+    _record("after_fails_twice")
+    with open(os.environ["FIXTURESITE_HOOK_LOG"]) as log:
+        if sum(1 for line in log if line.startswith("after_fails_twice")) <= 2:
+            raise RuntimeError("not yet")
+
+
+def before_fails(server):
+    raise ValueError("refusing to fork")

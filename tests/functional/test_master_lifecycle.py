@@ -1,0 +1,169 @@
+"""The prefork master with real forks and real signals (no web server needed)."""
+
+import itertools
+import os
+import signal
+import socket
+import time
+
+import pytest
+
+from .conftest import wait_for
+
+
+def test_sigterm_exits_while_all_children_idle(start_server):
+    server = start_server("--maxchildren", "3")
+    started = time.monotonic()
+    server.process.send_signal(signal.SIGTERM)
+    assert server.wait_for_exit(5) == 0
+    assert time.monotonic() - started < 3
+    assert not os.path.exists(server.socket)
+
+
+def test_sigint_stops_the_whole_pool(start_server):
+    server = start_server("--maxchildren", "2")
+    children = server.children()
+    assert children
+    os.killpg(server.process.pid, signal.SIGINT)  # what Ctrl-C in a terminal does
+    assert server.wait_for_exit(5) == 0
+    assert all(not _alive(pid) for pid in children)
+
+
+def test_a_request_in_flight_completes_during_graceful_stop(start_server, tmp_path):
+    import threading
+
+    server = start_server("--maxchildren", "2")
+    result = {}
+    thread = threading.Thread(target=lambda: result.update(
+        response=server.get("/sleep?seconds=1.5")))
+    thread.start()
+    time.sleep(0.5)
+    server.process.send_signal(signal.SIGTERM)
+    thread.join(10)
+    assert result["response"].status == 200
+    assert result["response"].body.startswith(b"slept in")
+    assert server.wait_for_exit(5) == 0
+
+
+def test_maxrequests_replaces_children(start_server):
+    server = start_server("--maxchildren", "1", "--maxrequests", "3")
+    pids = [int(server.get("/pid").body) for _ in range(10)]
+    runs = [len(list(group)) for _, group in itertools.groupby(pids)]
+    # the start-up probe took one request from the first child
+    assert runs[0] == 2 and runs[1:-1] == [3] * (len(runs) - 2) and runs[-1] <= 3
+    assert len(set(pids)) == len(runs)  # a retired pid never comes back
+    assert server.process.poll() is None
+
+
+def test_a_killed_child_is_replaced(start_server):
+    server = start_server("--maxchildren", "1")
+    first = int(server.get("/pid").body)
+    os.kill(first, signal.SIGKILL)
+    replacement = wait_for(lambda: server.children() - {first})
+    assert replacement
+    assert int(server.get("/pid").body) != first
+    assert "killed by SIGKILL" in server.log
+
+
+def test_pool_grows_under_concurrent_load_up_to_maxchildren(start_server):
+    import concurrent.futures
+
+    server = start_server("--minspare", "1", "--maxspare", "1", "--maxchildren", "3")
+    with concurrent.futures.ThreadPoolExecutor(6) as pool:
+        bodies = list(pool.map(lambda _: server.get("/sleep?seconds=0.4").body, range(12)))
+    serving_pids = {body.split()[-1] for body in bodies}
+    assert len(serving_pids) > 1
+    assert len(server.children()) <= 3
+
+
+def test_idle_pool_shrinks_back_to_maxspare(start_server):
+    server = start_server("--minspare", "1", "--maxspare", "1", "--maxchildren", "3")
+    import concurrent.futures
+
+    with concurrent.futures.ThreadPoolExecutor(3) as pool:
+        list(pool.map(lambda _: server.get("/sleep?seconds=0.5"), range(3)))
+    assert wait_for(lambda: len(server.children()) == 1, timeout=10)
+
+
+def test_pidfile_holds_the_parent_pid_and_is_removed_on_exit(start_server, tmp_path):
+    pidfile = tmp_path / "site.pid"
+    server = start_server("--pidfile", str(pidfile))
+    assert int(pidfile.read_text()) == server.process.pid
+    server.process.send_signal(signal.SIGTERM)
+    assert server.wait_for_exit(5) == 0
+    assert not pidfile.exists()
+
+
+def test_daemonize_detaches_and_still_serves(start_server, tmp_path):
+    pidfile = tmp_path / "daemon.pid"
+    errlog = tmp_path / "daemon.log"
+    launcher = start_server("--daemonize", "--pidfile", str(pidfile), "--errlog", str(errlog),
+                            wait=False)
+    assert launcher.wait_for_exit(15) == 0  # the launching process returns at once
+    assert wait_for(pidfile.exists)
+    daemon_pid = int(pidfile.read_text())
+    try:
+        assert daemon_pid != launcher.process.pid
+        assert wait_for(lambda: _answers(launcher))
+        # a session of its own, apart from ours and the launcher's: no terminal to lose
+        assert os.getsid(daemon_pid) not in (os.getsid(0), launcher.process.pid)
+        assert "serving fixturesite_settings" in errlog.read_text()
+    finally:
+        os.kill(daemon_pid, signal.SIGTERM)
+    assert wait_for(lambda: not _alive(daemon_pid))
+    assert not pidfile.exists() and not os.path.exists(launcher.socket)
+
+
+def test_runfcgi_spelling_starts_the_same_server(start_server, tmp_path):
+    sock = str(tmp_path / "old.sock")
+    server = start_server("method=prefork", f"socket={sock}", "maxchildren=2",
+                          "daemonize=false", wait=False)
+    server.socket = sock
+    server.wait_until_serving()
+    assert server.get("/pid").status == 200
+
+
+def test_tcp_host_and_port(start_server):
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    server = start_server("--host", "127.0.0.1", "--port", str(port), wait=False)
+    server.socket = ("127.0.0.1", port)
+    server.wait_until_serving()
+    assert server.get("/pid").status == 200
+
+
+def test_threaded_method_serves_and_stops(start_server):
+    server = start_server("--method", "threaded", "--maxthreads", "4")
+    assert {int(server.get("/pid").body) for _ in range(3)} == {server.process.pid}
+    server.process.send_signal(signal.SIGTERM)
+    assert server.wait_for_exit(5) == 0
+    assert not os.path.exists(server.socket)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    try:  # a zombie is not alive for our purposes
+        with open(f"/proc/{pid}/stat") as stat:
+            return stat.read().split()[2] != "Z"
+    except FileNotFoundError:
+        return False
+
+
+def _answers(server) -> bool:
+    try:
+        return server.get("/pid", timeout=2).status == 200
+    except OSError:
+        return False
+
+
+@pytest.mark.parametrize("signame", ["SIGTERM", "SIGQUIT"])
+def test_stop_signals_leave_no_child_behind(start_server, signame):
+    server = start_server("--maxchildren", "3")
+    children = server.children()
+    server.process.send_signal(getattr(signal, signame))
+    assert server.wait_for_exit(5) == 0
+    assert wait_for(lambda: all(not _alive(pid) for pid in children), timeout=5)

@@ -1,0 +1,65 @@
+"""Hook loading, ordering and failure handling (no forking here)."""
+
+import sys
+import types
+
+import pytest
+
+from safefcgi.errors import HookError
+from safefcgi.hooks import ForkHooks, Hook, load_hook
+
+
+@pytest.fixture
+def hook_module(monkeypatch):
+    calls = []
+    module = types.ModuleType("fake_hooks")
+    module.first = lambda server: calls.append(("first", server))
+    module.second = lambda server: calls.append(("second", server))
+    module.not_callable = 42
+
+    def broken(server):
+        raise RuntimeError("database unreachable")
+
+    module.broken = broken
+    monkeypatch.setitem(sys.modules, "fake_hooks", module)
+    return calls
+
+
+def test_hooks_load_by_dotted_path_or_colon(hook_module):
+    assert load_hook("fake_hooks.first").path == "fake_hooks.first"
+    assert load_hook("fake_hooks:second").func is sys.modules["fake_hooks"].second
+
+
+@pytest.mark.parametrize("path, reason", [
+    ("nohooks_here.after", "cannot import nohooks_here"),
+    ("fake_hooks.missing", "no attribute 'missing'"),
+    ("fake_hooks.not_callable", "not callable"),
+    ("justaname", "not a dotted path"),
+])
+def test_a_bad_hook_path_is_reported_with_its_name(hook_module, path, reason):
+    with pytest.raises(HookError) as caught:
+        load_hook(path)
+    assert path in str(caught.value) and reason in str(caught.value)
+
+
+def test_hooks_run_in_the_order_given(hook_module):
+    hooks = ForkHooks(after_fork=[load_hook("fake_hooks.first"), load_hook("fake_hooks.second")])
+    hooks.run_after_fork("the-server")
+    assert hook_module == [("first", "the-server"), ("second", "the-server")]
+
+
+def test_builtin_hooks_run_before_user_hooks(hook_module):
+    builtin = Hook("builtin", lambda server: hook_module.append(("builtin", server)))
+    hooks = ForkHooks(before_fork=[builtin, load_hook("fake_hooks.first")])
+    hooks.run_before_fork(None)
+    assert [name for name, _ in hook_module] == ["builtin", "first"]
+
+
+def test_a_raising_hook_stops_the_rest_and_names_itself(hook_module, caplog):
+    hooks = ForkHooks(after_fork=[load_hook("fake_hooks.broken"), load_hook("fake_hooks.first")])
+    with pytest.raises(HookError) as caught:
+        hooks.run_after_fork(None)
+    assert caught.value.path == "fake_hooks.broken"
+    assert "RuntimeError: database unreachable" in str(caught.value)
+    assert hook_module == []
+    assert "after-fork hook fake_hooks.broken raised RuntimeError" in caplog.text
