@@ -10,6 +10,7 @@ Python 3, and those parts are overridden here:
   plain ``500`` page, and a traceback only with ``--debug``;
 * an unknown management record raised ``NameError`` inside flup and killed the
   child; here it is answered with FCGI_UNKNOWN_TYPE;
+* FCGI_GET_VALUES was never answered (bytes names looked up as str keys);
 * any other malformed input ends that one connection with a log line, and the
   child goes on serving.
 """
@@ -50,7 +51,20 @@ class MalformedRecord(Exception):
 
 
 class SafeConnection(fcgi_base.Connection):
-    """flup's connection, with its crash on unknown record types fixed."""
+    """flup's connection, with its Python 3 bugs in management records fixed."""
+
+    def _do_get_values(self, inrec: fcgi_base.Record) -> None:
+        # flup looked bytes names up in a dict of str keys and never answered.
+        outrec = fcgi_base.Record(fcgi_base.FCGI_GET_VALUES_RESULT)
+        pos, answer = 0, b""
+        while pos < inrec.contentLength:
+            pos, (name, _) = fcgi_base.decode_pair(inrec.contentData, pos)
+            value = self.server.capability.get(name.decode("latin-1"))
+            if value is not None:
+                answer += fcgi_base.encode_pair(name, str(value).encode("latin-1"))
+        outrec.contentData = answer
+        outrec.contentLength = len(answer)
+        self.writeRecord(outrec)
 
     def _do_unknown_type(self, inrec: fcgi_base.Record) -> None:
         outrec = fcgi_base.Record(fcgi_base.FCGI_UNKNOWN_TYPE)

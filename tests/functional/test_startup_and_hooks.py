@@ -1,0 +1,133 @@
+"""Start-up errors are one clear line; hooks run in order; a failing hook is contained."""
+
+import os
+import socket
+import subprocess
+import sys
+import time
+
+from safefcgi import client
+
+from .conftest import PROJECT, wait_for
+
+HOOKS = "fixturesite_hooks"
+
+
+def run_to_completion(*args, timeout=20):
+    return subprocess.run([sys.executable, "-m", "safefcgi", "run", *args],
+                          capture_output=True, text=True, timeout=timeout,
+                          stdin=subprocess.DEVNULL)
+
+
+def error_lines(text):
+    return [line for line in text.splitlines() if "[ERROR]" in line or "error:" in line]
+
+
+def test_missing_settings_module_is_one_clear_error(tmp_path):
+    result = run_to_completion("nosuchsite.settings", "--socket", str(tmp_path / "s.sock"))
+    assert result.returncode == 4
+    assert error_lines(result.stderr) == [result.stderr.strip().splitlines()[-1]]
+    assert "settings module nosuchsite.settings not found on sys.path" in result.stderr
+    assert not (tmp_path / "s.sock").exists()
+
+
+def test_unknown_option_is_one_line_and_exit_status_2(tmp_path):
+    result = run_to_completion("fixturesite_settings", "--maxchilden", "4")
+    assert result.returncode == 2
+    assert result.stderr.count("\n") == 1 and "--maxchilden" in result.stderr
+
+
+def test_user_hooks_run_after_the_builtin_ones_settings_before_command_line(start_server):
+    server = start_server(
+        "--maxchildren", "2", "--before-fork", f"{HOOKS}.before_b",
+        "--after-fork", f"{HOOKS}.after_b",
+        env={"FIXTURESITE_BEFORE": f"{HOOKS}.before_a", "FIXTURESITE_AFTER": f"{HOOKS}.after_a"},
+    )
+    lines = [line.split() for line in server.hook_log.read_text().splitlines()]
+    parent = str(server.process.pid)
+    before = [name for name, pid in lines if pid == parent]
+    assert before[:4] == ["before_a", "before_b", "before_a", "before_b"]
+    by_child = {}
+    for name, pid in lines:
+        if pid != parent:
+            by_child.setdefault(pid, []).append(name)
+    assert len(by_child) == 2
+    assert all(names == ["after_a", "after_b"] for names in by_child.values())
+
+
+def test_failing_after_fork_hook_exits_the_child_and_the_parent_goes_on(start_server):
+    server = start_server("--maxchildren", "1", "--after-fork", f"{HOOKS}.after_fails",
+                          wait=False)
+    time.sleep(3)
+    assert server.process.poll() is None
+    log = server.log
+    assert "after-fork hook fixturesite_hooks.after_fails raised RuntimeError: cache server " \
+           "unreachable" in log
+    assert "failed during start-up (its after-fork hook failed)" in log
+    attempts = server.hook_log.read_text().count("after_fails")
+    assert 2 <= attempts <= 4  # retried with back-off, not a fork loop
+
+
+def test_children_start_once_a_failing_after_fork_hook_recovers(start_server):
+    server = start_server("--maxchildren", "1", "--after-fork", f"{HOOKS}.after_fails_twice",
+                          wait=False)
+    server.wait_until_serving(timeout=15)
+    assert server.get("/pid").status == 200
+
+
+def test_failing_before_fork_hook_stops_start_up(tmp_path):
+    result = run_to_completion("fixturesite_settings", "--pythonpath", str(PROJECT),
+                               "--socket", str(tmp_path / "s.sock"),
+                               "--before-fork", f"{HOOKS}.before_fails")
+    assert result.returncode == 1
+    assert "hook fixturesite_hooks.before_fails failed: ValueError: refusing to fork" \
+        in result.stderr
+    assert not (tmp_path / "s.sock").exists()
+
+
+def test_unimportable_hook_is_refused_before_anything_starts(tmp_path):
+    result = run_to_completion("fixturesite_settings", "--pythonpath", str(PROJECT),
+                               "--socket", str(tmp_path / "s.sock"),
+                               "--after-fork", "fixturesite_hooks.nonexistent")
+    assert result.returncode == 1
+    assert "hook fixturesite_hooks.nonexistent failed" in result.stderr
+
+
+def test_a_socket_path_in_use_by_a_live_server_is_refused(start_server, tmp_path):
+    first = start_server()
+    result = run_to_completion("fixturesite_settings", "--pythonpath", str(PROJECT),
+                               "--socket", first.socket)
+    assert result.returncode == 1
+    assert f"socket path {first.socket} is taken: a running server is listening on it" \
+        in result.stderr
+    assert first.get("/pid").status == 200  # the first server is untouched
+
+
+def test_a_stale_socket_file_is_replaced(start_server, tmp_path):
+    stale = socket.socket(socket.AF_UNIX)
+    stale.bind(str(tmp_path / "safefcgi.sock"))
+    stale.close()  # the file stays, nobody listens: what a crashed server leaves
+    server = start_server()
+    assert server.get("/pid").status == 200
+
+
+def test_a_regular_file_at_the_socket_path_is_never_removed(tmp_path):
+    path = tmp_path / "important.txt"
+    path.write_text("keep me")
+    result = run_to_completion("fixturesite_settings", "--pythonpath", str(PROJECT),
+                               "--socket", str(path))
+    assert result.returncode == 1 and "not a socket" in result.stderr
+    assert path.read_text() == "keep me"
+
+
+def test_umask_sets_the_socket_file_mode(start_server):
+    server = start_server("--umask", "077")
+    assert oct(os.stat(server.socket).st_mode & 0o777) == oct(0o700)
+
+
+def test_workdir_and_outlog(start_server, tmp_path):
+    outlog = tmp_path / "out.log"
+    server = start_server("--workdir", str(tmp_path), "--outlog", str(outlog))
+    assert wait_for(lambda: os.readlink(f"/proc/{server.process.pid}/cwd") == str(tmp_path))
+    assert outlog.exists()
+    assert client.request(server.socket, "/pid").status == 200
