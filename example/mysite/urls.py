@@ -1,0 +1,12 @@
+from django.urls import path
+
+from notes import views
+
+urlpatterns = [
+    path("", views.home, name="home"),
+    path("hello", views.hello, name="hello"),
+    path("login", views.login_view, name="login"),
+    path("whoami", views.whoami, name="whoami"),
+    path("query", views.query, name="query"),
+    path("write", views.write, name="write"),
+]

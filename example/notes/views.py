@@ -1,0 +1,86 @@
+"""Views of the example site.
+
+Besides a home page for the demo, each view answers with something only the
+right database result can produce (the caller's own user, session value,
+token or key), so a connection shared between server processes shows up as a
+wrong body instead of going unnoticed.
+"""
+
+import os
+
+from django.contrib.auth import authenticate, login
+from django.db import connection
+from django.http import HttpRequest, HttpResponse, HttpResponseBadRequest, JsonResponse
+from django.shortcuts import render
+from django.views.decorators.csrf import csrf_exempt
+from django.views.decorators.http import require_GET, require_POST
+
+from .models import Note
+
+
+@require_GET
+def home(request: HttpRequest) -> HttpResponse:
+    return render(request, "notes/home.html", {"pid": os.getpid(), "notes": Note.objects.count()})
+
+
+@require_GET
+def hello(request: HttpRequest) -> HttpResponse:
+    return HttpResponse("Hello from safefcgi\n", content_type="text/plain")
+
+
+# The login and write endpoints are exempt from CSRF so that a plain HTTP test
+# client can use them; a real site would keep the protection.
+@csrf_exempt
+@require_POST
+def login_view(request: HttpRequest) -> HttpResponse:
+    """Log in with username and password and remember ``nonce`` in the new session."""
+    user = authenticate(
+        request,
+        username=request.POST.get("username", ""),
+        password=request.POST.get("password", ""),
+    )
+    if user is None:
+        return JsonResponse({"error": "invalid credentials"}, status=403)
+    login(request, user)
+    request.session["nonce"] = request.POST.get("nonce", "")
+    return JsonResponse({"user": user.get_username(), "pid": os.getpid()})
+
+
+@require_GET
+def whoami(request: HttpRequest) -> HttpResponse:
+    """Report the logged-in user and the nonce stored in the session at login."""
+    return JsonResponse(
+        {
+            "user": request.user.get_username() if request.user.is_authenticated else "",
+            "nonce": request.session.get("nonce", ""),
+            "pid": os.getpid(),
+        }
+    )
+
+
+@require_GET
+def query(request: HttpRequest) -> HttpResponse:
+    """Echo ``token`` through the database, with the database backend that answered."""
+    token = request.GET.get("token")
+    if not token:
+        return HttpResponseBadRequest("token is required\n", content_type="text/plain")
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT %s", [token])
+        (echoed,) = cursor.fetchone()
+        backend = None
+        if connection.vendor == "postgresql":
+            cursor.execute("SELECT pg_backend_pid()")
+            (backend,) = cursor.fetchone()
+    return JsonResponse({"token": echoed, "backend": backend, "pid": os.getpid()})
+
+
+@csrf_exempt
+@require_POST
+def write(request: HttpRequest) -> HttpResponse:
+    """Store a note under the client's ``key`` and answer with the key read back."""
+    key = request.POST.get("key")
+    if not key:
+        return HttpResponseBadRequest("key is required\n", content_type="text/plain")
+    note = Note.objects.create(key=key, author=request.user.get_username())
+    stored = Note.objects.get(pk=note.pk)
+    return JsonResponse({"key": stored.key, "id": stored.pk, "pid": os.getpid()})

@@ -1,0 +1,98 @@
+"""Fixtures for the integration tests: one PostgreSQL cluster (and pgbouncer) per run,
+one FastCGI server plus lighttpd per test."""
+
+import re
+import shutil
+import tempfile
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+
+from .harness import (
+    Account,
+    PgBouncer,
+    PostgresCluster,
+    Site,
+    run_django_command,
+)
+
+PASSWORD = "correct horse battery staple"
+ACCOUNTS = [Account(name, PASSWORD) for name in ("alice", "bob", "carol", "dave")]
+
+# What the production sites that hit the bug had in common: persistent
+# connections, and a query while the project is imported (in the master).
+PRODUCTION_HABITS = {"EXAMPLE_CONN_MAX_AGE": "60", "EXAMPLE_IMPORT_TIME_QUERY": "1"}
+
+
+@pytest.fixture(scope="session")
+def scratch_dir() -> Iterator[Path]:
+    """A private directory for sockets, data and logs.
+
+    Not pytest's tmp_path: that lives in a directory only its owner may enter,
+    and PostgreSQL runs as another user when the tests run as root.
+    """
+    path = Path(tempfile.mkdtemp(prefix="safefcgi-it-"))
+    path.chmod(0o755)
+    yield path
+    shutil.rmtree(path, ignore_errors=True)
+
+
+@pytest.fixture(scope="session")
+def postgres(scratch_dir: Path) -> Iterator[PostgresCluster]:
+    """A migrated example database with the users of ACCOUNTS."""
+    cluster = PostgresCluster(scratch_dir / "postgres")
+    try:
+        cluster.start()
+        log = scratch_dir / "django-setup.log"
+        run_django_command(["migrate", "--noinput"], cluster.django_env(), log)
+        run_django_command(
+            ["seedusers", *(account.username for account in ACCOUNTS), "--password", PASSWORD],
+            cluster.django_env(),
+            log,
+        )
+        yield cluster
+    finally:
+        cluster.stop()
+
+
+@pytest.fixture(scope="session")
+def pgbouncer(scratch_dir: Path, postgres: PostgresCluster) -> Iterator[PgBouncer]:
+    bouncer = PgBouncer(scratch_dir / "pgbouncer", postgres)
+    try:
+        yield bouncer.start()
+    finally:
+        bouncer.stop()
+
+
+@pytest.fixture
+def direct_env(postgres: PostgresCluster) -> dict[str, str]:
+    """Settings environment: PostgreSQL directly, production habits on."""
+    return {**postgres.django_env(), **PRODUCTION_HABITS}
+
+
+@pytest.fixture
+def pooled_env(pgbouncer: PgBouncer) -> dict[str, str]:
+    """Settings environment: PostgreSQL through pgbouncer, production habits on."""
+    return {**pgbouncer.django_env(), **PRODUCTION_HABITS}
+
+
+@pytest.fixture
+def serve(scratch_dir: Path, request: pytest.FixtureRequest) -> Iterator[Callable[..., Site]]:
+    """Start a FastCGI server behind lighttpd: ``serve(env, argv_factory, *args)``.
+
+    ``argv_factory(socket_path, *args)`` builds the server's command line
+    (see ``stock_flup_argv`` and ``safefcgi_argv``).  Everything started is
+    stopped when the test ends.
+    """
+    sites: list[Site] = []
+    test_dir = scratch_dir / re.sub(r"[^\w.-]+", "_", request.node.name)
+
+    def start(env: dict[str, str], argv_factory: Callable[..., list], *args) -> Site:
+        site = Site(test_dir / f"site{len(sites)}", env, argv_factory, *args)
+        sites.append(site)
+        return site.start()
+
+    yield start
+    for site in sites:
+        site.stop()
