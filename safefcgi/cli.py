@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import sys
 from collections.abc import Sequence
 
@@ -51,10 +52,11 @@ def _help(option) -> str:
     return f"{option.help} (default: {default})"
 
 
-def add_server_options(parser: argparse.ArgumentParser) -> None:
+def add_server_options(parser: argparse.ArgumentParser, exclude: tuple[str, ...] = ()) -> None:
     """Add every server option of the table to ``parser`` (also used by manage.py)."""
     for option in OPTIONS:
-        _add_option(parser, option)
+        if option.name not in exclude:
+            _add_option(parser, option)
 
 
 def make_parser() -> argparse.ArgumentParser:
@@ -72,8 +74,9 @@ def make_parser() -> argparse.ArgumentParser:
         description="Serve a Django project over FastCGI. Options may also be given "
         "the runfcgi way, as key=value words (socket=/run/site.sock method=prefork).",
     )
-    run.add_argument("settings_module", metavar="SETTINGS_MODULE",
-                     help="dotted path of the settings module, e.g. mysite.settings")
+    run.add_argument("settings_module", metavar="SETTINGS_MODULE", nargs="?",
+                     help="dotted path of the settings module, e.g. mysite.settings "
+                     "(default: $DJANGO_SETTINGS_MODULE)")
     add_server_options(run)
     return parser
 
@@ -120,7 +123,8 @@ def parse_command_line(argv: Sequence[str]) -> ServerConfig:
     namespace = make_parser().parse_args(translate_runfcgi_words(argv))
     raw = {name: value for name, value in vars(namespace).items()
            if name in OPTIONS_BY_NAME}
-    return build_config(namespace.settings_module, raw)
+    settings_module = namespace.settings_module or os.environ.get("DJANGO_SETTINGS_MODULE", "")
+    return build_config(settings_module, raw)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -19,8 +19,8 @@ Method = Literal["prefork", "threaded"]
 METHOD_ALIASES = {
     "prefork": "prefork", "fork": "prefork", "threaded": "threaded", "thread": "threaded",
 }
-TRUE_WORDS = frozenset({"1", "true", "yes", "on"})
-FALSE_WORDS = frozenset({"0", "false", "no", "off"})
+TRUE_WORDS = frozenset({"1", "true", "yes", "on", "t"})  # "t"/"f": runfcgi took them
+FALSE_WORDS = frozenset({"0", "false", "no", "off", "f"})
 
 
 def _method(text: str) -> str:
@@ -114,8 +114,8 @@ OPTIONS: tuple[Option, ...] = (
     Option("socket", _text, None, "unix socket path to listen on", metavar="PATH"),
     Option("host", _text, None, "TCP address to listen on (with --port)", metavar="HOST"),
     Option("port", _port, None, "TCP port to listen on (with --host)", metavar="PORT"),
-    Option("umask", _octal, None, "umask applied while creating the unix socket",
-           metavar="OCTAL"),
+    Option("umask", _octal, None, "umask of the server and its children (so also of the "
+           "unix socket file)", metavar="OCTAL"),
     Option("minspare", _int_at_least(0), 2, "fewest idle children (threads when threaded)",
            metavar="N"),
     Option("maxspare", _int_at_least(1), 5, "most idle children (threads when threaded)",
@@ -210,7 +210,8 @@ def build_config(settings_module: str, raw: Mapping[str, Any]) -> ServerConfig:
     repeatable options); anything absent takes its default.
     """
     if not settings_module or settings_module.startswith("-"):
-        raise ConfigError("missing SETTINGS_MODULE (a dotted path such as mysite.settings)")
+        raise ConfigError("missing SETTINGS_MODULE (a dotted path such as mysite.settings; "
+                          "DJANGO_SETTINGS_MODULE is used when set)")
     values: dict[str, Any] = {}
     for name, given in raw.items():
         option = OPTIONS_BY_NAME.get(name)
@@ -256,11 +257,24 @@ def validate(config: ServerConfig) -> ServerConfig:
         )
     if config.method == "threaded" and (config.before_fork or config.after_fork):
         raise ConfigError("fork hooks need --method=prefork (threaded mode never forks)")
-    if config.umask is not None and config.socket is None:
-        raise ConfigError("--umask applies to a unix socket: give --socket too")
     return config
 
 
 def runfcgi_keys() -> Iterable[str]:
     """The key=value words runfcgi understood (and safefcgi still does)."""
     return (option.name for option in OPTIONS if option.runfcgi)
+
+
+def apply_runfcgi_defaults(raw: dict[str, Any]) -> dict[str, Any]:
+    """runfcgi's own defaults, for ``manage.py runfcgi``: where they differ from ours.
+
+    runfcgi daemonized whenever it was given a socket or host/port (and then
+    changed to ``/``); ``safefcgi run`` stays in the foreground unless asked.
+    """
+    raw = dict(raw)
+    if "daemonize" not in raw:
+        raw["daemonize"] = "true" if ("socket" in raw or "host" in raw or "port" in raw) \
+            else "false"
+    if _bool(raw["daemonize"]) and "workdir" not in raw:
+        raw["workdir"] = "/"
+    return raw

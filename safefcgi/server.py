@@ -27,7 +27,9 @@ def serve(config: ServerConfig) -> int:
     extend_sys_path(config.pythonpath)
     application = django_lifecycle.load_application(config.settings_module)
     hooks = build_fork_hooks(config, application) if config.method == "prefork" else None
-    listener = open_listener(config.address, config.umask)
+    if config.umask is not None:
+        os.umask(config.umask)  # as runfcgi did: for the socket file and the app's files
+    listener = open_listener(config.address)
     try:
         redirect_output(config.outlog, config.errlog)
         if config.daemonize:

@@ -100,7 +100,7 @@ def test_daemonize_detaches_and_still_serves(start_server, tmp_path):
     launcher = start_server("--daemonize", "--pidfile", str(pidfile), "--errlog", str(errlog),
                             wait=False)
     assert launcher.wait_for_exit(15) == 0  # the launching process returns at once
-    assert wait_for(pidfile.exists)
+    assert wait_for(lambda: pidfile.exists() and pidfile.read_text().strip())
     daemon_pid = int(pidfile.read_text())
     try:
         assert daemon_pid != launcher.process.pid

@@ -84,7 +84,6 @@ def test_repeatable_options_keep_their_order():
     (["mysite.settings", "--minspare", "4", "--maxspare", "3"], "minspare (4)"),
     (["mysite.settings", "--maxspare", "9", "--maxchildren", "4"], "maxspare (9)"),
     (["mysite.settings", "--method", "threaded", "--after-fork", "a.b"], "prefork"),
-    (["mysite.settings", "--umask", "022"], "unix socket"),
 ])
 def test_bad_options_are_named_in_one_error(argv, message):
     with pytest.raises(ConfigError) as caught:

@@ -6,7 +6,7 @@ SECRET_KEY = "functional-tests-only"
 DEBUG = False
 ALLOWED_HOSTS = ["*"]
 ROOT_URLCONF = "fixturesite_urls"
-INSTALLED_APPS = ["django.contrib.contenttypes", "django.contrib.auth"]
+INSTALLED_APPS = ["django.contrib.contenttypes", "django.contrib.auth", "safefcgi"]
 MIDDLEWARE = []
 DATABASES = {
     "default": {

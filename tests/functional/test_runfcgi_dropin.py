@@ -1,0 +1,154 @@
+"""`manage.py runfcgi` and the fd-0 (spawned by the web server) deployment shape."""
+
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+
+import pytest
+
+from safefcgi import client
+
+from .conftest import PROJECT, wait_for
+
+
+def manage(*args, timeout=20, **kwargs):
+    return subprocess.run([sys.executable, str(PROJECT / "manage.py"), *args], cwd=PROJECT,
+                          capture_output=True, text=True, timeout=timeout,
+                          stdin=subprocess.DEVNULL, **kwargs)
+
+
+@pytest.fixture
+def manage_server(tmp_path):
+    """Start `manage.py runfcgi ...` in the foreground; kill its group afterwards."""
+    processes = []
+
+    def start(*args):
+        log = open(tmp_path / "manage.log", "wb")
+        process = subprocess.Popen([sys.executable, str(PROJECT / "manage.py"), "runfcgi",
+                                    *args], cwd=PROJECT, stdout=log, stderr=subprocess.STDOUT,
+                                   stdin=subprocess.DEVNULL, start_new_session=True)
+        processes.append(process)
+        return process
+
+    yield start
+    for process in processes:
+        try:
+            os.killpg(process.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+        process.wait()
+
+
+def answers(address) -> bool:
+    try:
+        return client.request(address, "/pid", timeout=2).status == 200
+    except (OSError, ConnectionError):
+        return False
+
+
+def test_old_command_line_serves_unchanged(manage_server, tmp_path):
+    sock = str(tmp_path / "mysite.sock")
+    process = manage_server("method=prefork", f"socket={sock}", "daemonize=false",
+                            "maxchildren=2", f"pidfile={tmp_path / 'mysite.pid'}")
+    assert wait_for(lambda: answers(sock), timeout=15)
+    assert int((tmp_path / "mysite.pid").read_text()) == process.pid
+    process.send_signal(signal.SIGTERM)
+    assert process.wait(10) == 0
+    assert not os.path.exists(sock) and not (tmp_path / "mysite.pid").exists()
+
+
+def test_dashed_spellings_work_in_manage_py_too(manage_server, tmp_path):
+    sock = str(tmp_path / "dashed.sock")
+    manage_server("--method", "prefork", "--socket", sock, "--no-daemonize",
+                  "--maxchildren", "1")
+    assert wait_for(lambda: answers(sock), timeout=15)
+
+
+def test_like_runfcgi_it_daemonizes_when_given_a_socket(tmp_path):
+    sock = str(tmp_path / "daemon.sock")
+    pidfile = tmp_path / "daemon.pid"
+    result = manage("runfcgi", "method=fork", f"socket={sock}", f"pidfile={pidfile}",
+                    "maxchildren=1", f"errlog={tmp_path / 'err.log'}")
+    assert result.returncode == 0  # returned at once: the server went to the background
+    assert wait_for(lambda: pidfile.exists() and pidfile.read_text().strip())
+    daemon_pid = int(pidfile.read_text())
+    try:
+        assert wait_for(lambda: answers(sock), timeout=15)
+        assert os.readlink(f"/proc/{daemon_pid}/cwd") == "/"  # runfcgi's workdir default
+    finally:
+        os.kill(daemon_pid, signal.SIGTERM)
+    assert wait_for(lambda: not pidfile.exists(), timeout=10)
+
+
+@pytest.mark.parametrize("word, message", [
+    ("protocol=scgi", "only fcgi is served"),
+    ("protocol=ajp", "only fcgi is served"),
+    ("maxchildren=lots", "bad value 'lots' for option 'maxchildren'"),
+    ("colour=blue", "unknown option 'colour'"),
+])
+def test_bad_runfcgi_words_are_one_line_errors(word, message):
+    result = manage("runfcgi", word, "daemonize=false")
+    assert result.returncode == 2
+    assert message in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1
+
+
+def test_help_lists_every_runfcgi_key_with_its_default():
+    result = manage("help", "runfcgi")
+    table = result.stdout.split("runfcgi keys")[1]
+    keys = ["protocol", "host", "port", "socket", "method", "maxrequests", "maxspare",
+            "minspare", "maxchildren", "daemonize", "pidfile", "workdir", "debug", "outlog",
+            "errlog", "umask"]
+    for key in keys:
+        line = next(line for line in table.splitlines()
+                    if line.strip().startswith(f"{key}="))
+        assert "[default:" in line
+
+
+def test_runfcgi_help_word_prints_help():
+    result = manage("runfcgi", "help")
+    assert result.returncode == 0 and "maxchildren=" in result.stdout
+
+
+# -- fd 0: the socket handed over by the web server ----------------------------------
+
+def test_spawn_fcgi_hands_over_its_socket_on_fd0(tmp_path):
+    sock = str(tmp_path / "spawned.sock")
+    spawner = subprocess.Popen(
+        [shutil.which("spawn-fcgi"), "-n", "-s", sock, "--", sys.executable, "-m", "safefcgi",
+         "run", "fixturesite_settings", "--pythonpath", str(PROJECT), "--maxchildren", "2"],
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=True)
+    try:
+        assert wait_for(lambda: answers(sock), timeout=15)
+        pids = {client.request(sock, "/pid").body for _ in range(4)}
+        assert pids and all(pid.isdigit() for pid in pids)
+        spawner.send_signal(signal.SIGTERM)  # spawn-fcgi -n exec'd safefcgi: same pid
+        assert spawner.wait(10) == 0
+    finally:
+        try:
+            os.killpg(spawner.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+        spawner.wait()
+
+
+def test_no_address_and_stdin_not_a_socket_is_one_line_error():
+    result = subprocess.run([sys.executable, "-m", "safefcgi", "run", "fixturesite_settings",
+                             "--pythonpath", str(PROJECT)], stdin=subprocess.DEVNULL,
+                            capture_output=True, text=True, timeout=20)
+    assert result.returncode == 1
+    errors = [line for line in result.stderr.splitlines() if "[ERROR]" in line]
+    assert len(errors) == 1 and "standard input is not a listening socket" in errors[0]
+
+
+def test_no_address_and_stdin_a_connected_socket_is_refused():
+    left, right = socket.socketpair()
+    with left, right:
+        result = subprocess.run([sys.executable, "-m", "safefcgi", "run",
+                                 "fixturesite_settings", "--pythonpath", str(PROJECT)],
+                                stdin=left.fileno(), capture_output=True, text=True, timeout=20)
+    assert result.returncode == 1
+    assert "not listening" in result.stderr
