@@ -1,0 +1,111 @@
+"""lighttpd starts safefcgi itself (bin-path): the socket arrives on fd 0.
+
+Runs the shipped conf/lighttpd-spawn.conf, rewriting only its var lines.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from .harness import (
+    EXAMPLE_DIR,
+    EXAMPLE_SETTINGS,
+    REPO,
+    VENV_BIN,
+    Process,
+    free_port,
+    http_get,
+    render_lighttpd_conf,
+    wait_until,
+)
+
+SPAWN_CONF = REPO / "conf" / "lighttpd-spawn.conf"
+
+pytestmark = pytest.mark.integration
+
+
+def descendants(pid: int) -> set[int]:
+    """Every process below ``pid`` (children, grandchildren, ...)."""
+    out = subprocess.run(["ps", "-e", "-o", "pid=,ppid="], capture_output=True,
+                         text=True).stdout
+    parents: dict[int, list[int]] = {}
+    for line in out.splitlines():
+        child, parent = map(int, line.split())
+        parents.setdefault(parent, []).append(child)
+    found, todo = set(), [pid]
+    while todo:
+        for child in parents.get(todo.pop(), []):
+            found.add(child)
+            todo.append(child)
+    return found
+
+
+def alive(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/stat") as stat:
+            return stat.read().split()[2] != "Z"
+    except FileNotFoundError:
+        return False
+
+
+@pytest.fixture
+def spawning_lighttpd(tmp_path: Path):
+    port = free_port()
+    docroot = tmp_path / "htdocs"
+    docroot.mkdir()
+    conf = tmp_path / "lighttpd-spawn.conf"
+    command = (f"{VENV_BIN / 'safefcgi'} run --pythonpath {EXAMPLE_DIR} --maxchildren 3 "
+               f"--errlog {tmp_path / 'safefcgi.log'}")
+    conf.write_text(render_lighttpd_conf(SPAWN_CONF.read_text(), {
+        "safefcgi_socket": str(tmp_path / "spawned.sock"),
+        "safefcgi_command": command,
+        "settings_module": EXAMPLE_SETTINGS,
+        "server_bind": "127.0.0.1",
+        "server_port": port,
+        "document_root": str(docroot),
+        "error_log": str(tmp_path / "lighttpd-error.log"),
+        "pid_file": str(tmp_path / "lighttpd.pid"),
+        "server_user": "",
+        "server_group": "",
+    }))
+    lighttpd = Process("lighttpd", [shutil.which("lighttpd") or "/usr/sbin/lighttpd", "-D",
+                                    "-f", conf], tmp_path / "lighttpd.log").start()
+    url = f"http://127.0.0.1:{port}"
+
+    def serves() -> bool:
+        try:
+            return http_get(url, "/hello", timeout=2)[0] == 200
+        except OSError:
+            return False
+
+    try:
+        wait_until(serves, 30, "lighttpd and the safefcgi it spawned to answer")
+        yield lighttpd, url, tmp_path
+    finally:
+        lighttpd.stop()
+
+
+def test_lighttpd_spawned_safefcgi_serves_on_the_socket_it_was_given(spawning_lighttpd):
+    lighttpd, url, tmp_path = spawning_lighttpd
+    statuses = [http_get(url, "/hello")[0] for _ in range(20)]
+    assert statuses == [200] * 20
+    log = (tmp_path / "safefcgi.log").read_text()
+    assert "on fd:0 (passed by the web server)" in log
+    assert f"serving {EXAMPLE_SETTINGS}" in log  # taken from bin-environment
+
+
+def test_stopping_lighttpd_stops_safefcgi_and_its_children(spawning_lighttpd):
+    lighttpd, url, _ = spawning_lighttpd
+    tree = descendants(lighttpd.pid)
+    assert len(tree) >= 2  # the safefcgi master and at least one child
+    lighttpd.send_signal(15)  # an operator's `kill`, to lighttpd alone
+    assert lighttpd.wait(10)
+    wait_until(lambda: not any(alive(pid) for pid in tree), 10,
+               "every safefcgi process to exit")
+    assert not any(alive(pid) for pid in tree)
+    assert os.getpid() not in tree
