@@ -114,6 +114,26 @@ class RunAs:
             os.chown(path, entry.pw_uid, entry.pw_gid)
 
 
+def live_group_members(pgid: int) -> list[int]:
+    """Pids in process group ``pgid`` that are not zombies.
+
+    ``kill(-pgid, 0)`` would count zombies too, and orphans stay zombies
+    forever in a container whose init does not reap them.
+    """
+    members = []
+    for stat_path in glob.glob("/proc/[0-9]*/stat"):
+        try:
+            with open(stat_path) as stat:
+                text = stat.read()
+        except OSError:  # the process ended while we looked
+            continue
+        # Fields after the command name, which may itself contain spaces and ')'.
+        state, _ppid, group = text[text.rindex(")") + 2:].split()[:3]
+        if int(group) == pgid and state not in ("Z", "X"):
+            members.append(int(text.split(maxsplit=1)[0]))
+    return members
+
+
 class Process:
     """A command running in its own process group with stdout and stderr in one log file."""
 
@@ -152,12 +172,8 @@ class Process:
         return self._popen is not None and self._popen.poll() is None
 
     def group_is_alive(self) -> bool:
-        """True while any process of the group (the leader or a child it forked) exists."""
-        try:
-            os.killpg(self.pid, 0)
-        except ProcessLookupError:
-            return False
-        return True
+        """True while any process of the group (the leader or a child it forked) runs."""
+        return bool(live_group_members(self.pid))
 
     def send_signal(self, signum: int) -> None:
         """Send ``signum`` to the leader only, as an operator's ``kill`` would."""

@@ -192,7 +192,7 @@ class Client:
 
 def run_load(url: str, accounts: list[Account], *, clients: int = 8, requests: int = 2000,
              seconds: float = 120.0, request_timeout: float = 10.0,
-             stop_after_errors: int | None = None, key_prefix: str | None = None) -> LoadResult:
+             stop_after_errors: int | None = None) -> LoadResult:
     """Run ``clients`` concurrent logged-in clients for ``requests`` requests in total.
 
     Client ``n`` logs in as ``accounts[n % len(accounts)]``, so several clients
@@ -202,21 +202,35 @@ def run_load(url: str, accounts: list[Account], *, clients: int = 8, requests: i
     ``seconds`` (which counts as an error), or once ``stop_after_errors``
     errors were seen.
     """
-    key_prefix = key_prefix or secrets.token_hex(6)
+    # Write keys are unique across runs against the same database.
+    key_prefix = secrets.token_hex(6)
     per_client = -(-requests // clients)
     start = time.monotonic()
     deadline = start + seconds
     stop = threading.Event()
     workers = [Client(url, accounts[n % len(accounts)], n, key_prefix, request_timeout)
                for n in range(clients)]
-    logged_in = [worker for worker in workers if worker.log_in()]
+
+    def too_many_errors() -> bool:
+        return bool(stop_after_errors) and \
+            sum(len(worker.result.errors) for worker in workers) >= stop_after_errors
+
+    logged_in = []
+    for worker in workers:
+        if too_many_errors():
+            break
+        if time.monotonic() > deadline:
+            worker.result.errors.append(f"{worker.name}: deadline reached before logging in")
+            break
+        if worker.log_in():
+            logged_in.append(worker)
     threads = [threading.Thread(target=worker.run, args=(per_client, deadline, stop),
                                 name=worker.name, daemon=True)
                for worker in logged_in]
     for thread in threads:
         thread.start()
     while any(thread.is_alive() for thread in threads):
-        if stop_after_errors and sum(len(w.result.errors) for w in workers) >= stop_after_errors:
+        if too_many_errors():
             stop.set()
         # A client can overrun the deadline by at most one request timeout.
         if time.monotonic() > deadline + request_timeout + 5:
