@@ -42,7 +42,7 @@ ensure_debian_packages() {
         own_policy=1
     fi
     local status=0
-    if ! ls /var/lib/apt/lists/*_Packages >/dev/null 2>&1; then
+    if ! compgen -G "/var/lib/apt/lists/*_Packages*" >/dev/null; then
         apt-get update -q || status=$?
     fi
     if [ "$status" -eq 0 ]; then
