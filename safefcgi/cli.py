@@ -78,6 +78,20 @@ def make_parser() -> argparse.ArgumentParser:
                      help="dotted path of the settings module, e.g. mysite.settings "
                      "(default: $DJANGO_SETTINGS_MODULE)")
     add_server_options(run)
+    check = commands.add_parser(
+        "check",
+        help="import a project as the server would and report what children would inherit",
+        description="Import the project exactly as 'safefcgi run' does before forking, then "
+        "report every database connection, cache client and socket left open (with the file "
+        "and line that opened it) and settings that make prefork unsafe. Exits 1 when "
+        "anything would be inherited by children.",
+    )
+    check.add_argument("settings_module", metavar="SETTINGS_MODULE", nargs="?",
+                       help="dotted path of the settings module (default: "
+                       "$DJANGO_SETTINGS_MODULE)")
+    check.add_argument("--pythonpath", action="append", default=[], metavar="DIR",
+                       help="directory prepended to sys.path (repeatable)")
+    check.add_argument("--json", action="store_true", help="print the report as JSON")
     return parser
 
 
@@ -119,8 +133,11 @@ def parse_run_arguments(args: Sequence[str]) -> ServerConfig:
 
 
 def parse_command_line(argv: Sequence[str]) -> ServerConfig:
-    """Parse a whole ``safefcgi`` command line (without the program name)."""
-    namespace = make_parser().parse_args(translate_runfcgi_words(argv))
+    """Parse a whole ``safefcgi run`` command line (without the program name)."""
+    return config_from_namespace(make_parser().parse_args(translate_runfcgi_words(argv)))
+
+
+def config_from_namespace(namespace: argparse.Namespace) -> ServerConfig:
     raw = {name: value for name, value in vars(namespace).items()
            if name in OPTIONS_BY_NAME}
     settings_module = namespace.settings_module or os.environ.get("DJANGO_SETTINGS_MODULE", "")
@@ -131,7 +148,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``safefcgi`` console script."""
     argv = list(sys.argv[1:] if argv is None else argv)
     try:
-        config = parse_command_line(argv)
+        namespace = make_parser().parse_args(translate_runfcgi_words(argv))
+        if namespace.command == "check":
+            return run_check(namespace)
+        config = config_from_namespace(namespace)
     except ConfigError as exc:
         print(f"safefcgi: error: {exc}", file=sys.stderr)
         return EXIT_USAGE
@@ -143,6 +163,30 @@ def main(argv: Sequence[str] | None = None) -> int:
     except SafeFCGIError as exc:
         log.error("%s", exc)
         return exc.exit_code
+
+
+def run_check(namespace: argparse.Namespace) -> int:
+    """``safefcgi check``: report what a fork would hand to children."""
+    import json
+
+    from .doctor import check_project, print_report
+    from .server import extend_sys_path
+
+    settings_module = namespace.settings_module or os.environ.get("DJANGO_SETTINGS_MODULE")
+    if not settings_module:
+        raise ConfigError("missing SETTINGS_MODULE (a dotted path such as mysite.settings)")
+    configure_logging()
+    extend_sys_path(tuple(namespace.pythonpath))
+    try:
+        report = check_project(settings_module)
+    except SafeFCGIError as exc:
+        log.error("%s", exc)
+        return exc.exit_code
+    if namespace.json:
+        print(json.dumps(report.as_dict(), indent=2))
+    else:
+        print_report(report)
+    return 1 if report.inherited else 0
 
 
 if __name__ == "__main__":  # pragma: no cover - python -m safefcgi.cli

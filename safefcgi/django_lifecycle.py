@@ -97,7 +97,8 @@ class DjangoForkSafety:
                 "database connection %s was open at fork time: something queried the "
                 "database while the app was imported (a query in urls.py, at module level "
                 "or in AppConfig.ready()). safefcgi closed it so that every child opens its "
-                "own (move that query out of import time to spare each child a reconnect)", names)
+                "own. 'safefcgi check %s' shows the file and line that opened it",
+                names, os.environ.get("DJANGO_SETTINGS_MODULE", "SETTINGS_MODULE"))
         close_parent_caches()
 
     def after_fork(self, server: Any = None) -> None:
