@@ -4,7 +4,6 @@ import os
 import socket
 
 from django.db import connection
-
 from fixturesite_urls import urlpatterns  # noqa: F401
 
 if os.environ.get("DOCTORSITE_IMPORT_QUERY"):
