@@ -108,7 +108,7 @@ class RunAs:
         return {"user": entry.pw_uid, "group": entry.pw_gid, "extra_groups": []}
 
     def give(self, path: Path) -> None:
-        """Make ``path`` (a directory we created) writable for this user."""
+        """Hand ``path``, which the tests created, to this user (whatever the umask was)."""
         if self.name is not None:
             entry = pwd.getpwnam(self.name)
             os.chown(path, entry.pw_uid, entry.pw_gid)
@@ -339,6 +339,8 @@ class PgBouncer:
             "max_client_conn = 200\n"
             "default_pool_size = 10\n"
         )
+        for path in (userlist, ini):
+            self.run_as.give(path)
         self._process = Process(
             "pgbouncer", [shutil.which("pgbouncer") or "/usr/sbin/pgbouncer", ini],
             self.base_dir / "pgbouncer.log", cwd=self.base_dir, run_as=self.run_as,
