@@ -14,6 +14,7 @@ new stdout/stderr fds attached).
 
 from __future__ import annotations
 
+import array
 import json
 import logging
 import os
@@ -25,6 +26,7 @@ log = logging.getLogger("safefcgi.channel")
 
 MAX_MESSAGE = 4096
 MAX_FDS = 4
+FD_SIZE = array.array("i").itemsize
 URI_LIMIT = 1024  # a URI longer than this is cut in reports (it is only for log lines)
 
 IDLE, BUSY, REQUEST, DONE = "idle", "busy", "request", "done"
@@ -90,14 +92,25 @@ class ChannelClosed(Exception):
 def receive(sock: socket.socket, flags: int = 0) -> Message | None:
     """One message; None if it was malformed. BlockingIOError when nothing is waiting."""
     try:
-        data, fds, _, _ = socket.recv_fds(sock, MAX_MESSAGE, MAX_FDS, flags)
+        # Not socket.recv_fds(): before Python 3.12 it drops its flags argument.
+        data, ancillary, _, _ = sock.recvmsg(MAX_MESSAGE, socket.CMSG_LEN(MAX_FDS * FD_SIZE),
+                                             flags)
     except (ConnectionResetError, BrokenPipeError):
-        data, fds = b"", []
+        data, ancillary = b"", []
+    fds = _passed_fds(ancillary)
     if not data:
         for fd in fds:
             _close_fd(fd)
         raise ChannelClosed
     return decode(data, tuple(fds))
+
+
+def _passed_fds(ancillary: list[tuple[int, int, bytes]]) -> list[int]:
+    fds = array.array("i")
+    for level, kind, payload in ancillary:
+        if level == socket.SOL_SOCKET and kind == socket.SCM_RIGHTS:
+            fds.frombytes(payload[:len(payload) - len(payload) % FD_SIZE])
+    return list(fds)
 
 
 def _close_fd(fd: int) -> None:

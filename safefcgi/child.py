@@ -47,7 +47,7 @@ class ChildWorker:
         self._master_alive = True
 
     def install_signal_handlers(self) -> int:
-        """TERM: finish, serve the backlog, exit. INT: left to the master.
+        """TERM: finish, serve the backlog, exit. QUIT: die now. INT, HUP...: the master's.
 
         Returns the read end of the wake-up pipe the handlers write to.
         """
@@ -58,8 +58,11 @@ class ChildWorker:
         signal.signal(signal.SIGTERM, self._on_term)
         # Ctrl-C reaches the whole process group; the master coordinates the stop.
         signal.signal(signal.SIGINT, signal.SIG_IGN)
-        for name in ("SIGHUP", "SIGQUIT", "SIGUSR1", "SIGUSR2", "SIGCHLD", "SIGTTIN",
-                     "SIGTTOU"):
+        # The master's signals, when sent to the whole group (a terminal hangup,
+        # `kill -HUP -PGID`, logrotate), must not kill children mid-request.
+        for name in ("SIGHUP", "SIGUSR1", "SIGUSR2", "SIGTTIN", "SIGTTOU"):
+            signal.signal(getattr(signal, name), signal.SIG_IGN)
+        for name in ("SIGQUIT", "SIGCHLD"):
             signal.signal(getattr(signal, name), signal.SIG_DFL)
         return wake_read
 

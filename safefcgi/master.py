@@ -292,10 +292,11 @@ class PreforkMaster:
         log.info("log files reopened")
 
     def handle_ttin(self) -> None:
+        if len(self._live()) >= self.limits.maxchildren:
+            log.info("SIGTTIN: already at maxchildren (%d)", self.limits.maxchildren)
+            return
         self._resize(self.limits.grown(), "SIGTTIN")
-        if sum(1 for c in self.children.values() if not c.retiring and not c.stale) \
-                < self.limits.maxchildren:
-            self._spawn_if_allowed()
+        self._spawn_if_allowed()
 
     def handle_ttou(self) -> None:
         self._resize(self.limits.shrunk(), "SIGTTOU")
