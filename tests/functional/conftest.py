@@ -35,7 +35,8 @@ class RunningServer:
         full_env = {**os.environ, "FIXTURESITE_HOOK_LOG": str(self.hook_log), **env}
         self.argv = [sys.executable, "-m", "safefcgi", "run", "fixturesite_settings",
                      "--pythonpath", str(PROJECT), *args]
-        if not any(a.startswith(("--socket", "--host", "socket=")) for a in args):
+        if not any(a in ("--socket", "--host") or a.startswith(("--socket=", "--host=", "socket="))
+                   for a in args):
             self.argv += ["--socket", self.socket]
         self.argv += root_permission(args)
         with open(self.log_path, "wb") as log:
