@@ -116,7 +116,8 @@ def _bind_unix(path: str, umask: int | None) -> Listener:
         sock.bind(path)
     except OSError as exc:
         sock.close()
-        raise SocketError(f"cannot bind unix socket {path}: {exc.strerror}") from None
+        # "AF_UNIX path too long" comes without an errno, so strerror is None.
+        raise SocketError(f"cannot bind unix socket {path}: {exc.strerror or exc}") from None
     finally:
         if old_umask is not None:
             os.umask(old_umask)
