@@ -13,6 +13,8 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from .errors import ConfigError
+from .peers import parse_networks
+from .privileges import resolve_identity, resolve_owner
 
 Method = Literal["prefork", "threaded"]
 
@@ -89,8 +91,6 @@ def _seconds(text: str) -> float:
 
 def _client_list(text: str) -> tuple[str, ...]:
     """``ADDR[,ADDR]``: each an IPv4/IPv6 address or a CIDR network; checked once here."""
-    from .peers import parse_networks  # a leaf module: no import cycle
-
     entries = tuple(item.strip() for item in str(text).split(",") if item.strip())
     if not entries:
         raise ValueError("expected addresses such as 127.0.0.1,::1 or 10.0.0.0/8")
@@ -309,17 +309,17 @@ def _validate_process_options(config: ServerConfig) -> ServerConfig:
     if config.allowed_clients is not None and config.host is None:
         raise ConfigError("--allowed-clients applies to TCP (--host/--port); a unix "
                           "socket is governed by its file mode (--socket-mode)")
+    if config.method == "threaded":
+        for name in ("timeout", "maxrequests_jitter", "allowed_clients"):
+            if getattr(config, name):
+                raise ConfigError(f"--{name.replace('_', '-')} needs --method=prefork")
     if config.group is not None and config.user is None:
         raise ConfigError("--group needs --user")
     if config.maxrequests_jitter and not config.maxrequests:
         raise ConfigError("--maxrequests-jitter needs --maxrequests")
     if config.user is not None:
-        from .privileges import resolve_identity  # a leaf module: no import cycle
-
         resolve_identity(config.user, config.group)  # unknown names fail here, once
     if config.socket_owner is not None:
-        from .privileges import resolve_owner
-
         resolve_owner(config.socket_owner)
     return config
 

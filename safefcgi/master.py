@@ -102,7 +102,7 @@ class Child:
             self.channel = None
 
     def describe_request(self) -> str:
-        return " ".join(self.request) if self.request else "no request"
+        return "serving " + " ".join(self.request) if self.request else "idle"
 
 
 @dataclass
@@ -359,7 +359,7 @@ class PreforkMaster:
             busy = now - child.request_since
             if busy > self.config.timeout:
                 log.error("child %d busy for %.1f s on %s (over --timeout %g s): killing it",
-                          child.pid, busy, child.describe_request(), self.config.timeout)
+                          child.pid, busy, " ".join(child.request), self.config.timeout)
                 child.timed_out = True
                 _kill(child.pid, signal.SIGKILL)
 
@@ -389,10 +389,11 @@ class PreforkMaster:
         elif child.timed_out:
             log.warning("child %d killed after --timeout; a fresh one replaces it", child.pid)
         elif code < 0:
-            log.warning("child %d killed by %s while serving %s", child.pid,
+            log.warning("child %d killed by %s while %s", child.pid,
                         signal.Signals(-code).name, child.describe_request())
         elif code != 0:
-            log.warning("child %d exited with status %d", child.pid, code)
+            log.warning("child %d exited with status %d while %s", child.pid, code,
+                        child.describe_request())
         else:
             log.debug("child %d exited", child.pid)
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import os
+import signal
 import sys
 
 from . import django_lifecycle, systemd
@@ -18,7 +19,7 @@ from .hooks import ForkHooks, Hook, load_hooks
 from .master import InheritedChild, PreforkMaster
 from .peers import peer_filter
 from .privileges import children_identity, drop_privileges, resolve_owner
-from .process import change_directory, daemonize, pidfile, redirect_output
+from .process import change_directory, check_pidfile, daemonize, pidfile, redirect_output
 from .protocol import FastCGIApplication, ThreadedFastCGIServer
 from .reload import Handover, Reloader, is_probe, take_handover
 from .sockets import Listener, adopt_fd, open_listener, set_socket_access
@@ -32,6 +33,7 @@ def serve(config: ServerConfig) -> int:
     Everything that can fail because of the user's input (settings module,
     hooks, socket, users) fails here, on the terminal, before detaching or forking.
     """
+    ignore_master_signals()
     handover = take_handover()
     launch_dir = handover.launch_dir if handover else os.getcwd()
     extend_sys_path(config.pythonpath)
@@ -41,6 +43,8 @@ def serve(config: ServerConfig) -> int:
     if is_probe():
         log.info("reload probe: the new code of %s loads", config.settings_module)
         return EXIT_OK
+    if handover is None:
+        check_pidfile(config.pidfile)
     listener = acquire_listener(config, handover)
     try:
         peers = _peer_filter(config, listener)
@@ -62,6 +66,17 @@ def serve(config: ServerConfig) -> int:
                                  peers=peers, reloader=reloader, inherited=inherited)
     finally:
         listener.close()
+
+
+def ignore_master_signals() -> None:
+    """Until the master handles them, HUP/USR1/TTIN/TTOU must not kill or stop us.
+
+    Their default actions terminate (HUP, USR1) or stop (TTIN, TTOU) the
+    process; a second ``systemctl reload`` arriving while a re-executed
+    master imports the project would otherwise end the service.
+    """
+    for name in ("SIGHUP", "SIGUSR1", "SIGTTIN", "SIGTTOU"):
+        signal.signal(getattr(signal, name), signal.SIG_IGN)
 
 
 def acquire_listener(config: ServerConfig, handover: Handover | None) -> Listener:

@@ -128,15 +128,17 @@ def test_a_bad_allowed_clients_entry_is_named():
     assert "'10.0.0.300' is not an IP address or network" in result.stderr
 
 
-def test_a_second_server_with_a_live_pid_file_is_refused(start_server, tmp_path):
+@pytest.mark.parametrize("detach", [[], ["--daemonize"]], ids=["foreground", "daemonize"])
+def test_a_second_server_with_a_live_pid_file_is_refused(start_server, tmp_path, detach):
     pidfile = tmp_path / "site.pid"
     first = start_server("--pidfile", str(pidfile))
     result = run_server("--socket", str(tmp_path / "other.sock"), "--pidfile", str(pidfile),
-                        *(["--allow-root"] if os.geteuid() == 0 else []))
+                        *detach, *(["--allow-root"] if os.geteuid() == 0 else []))
     assert result.returncode == 1
     assert f"pid file {pidfile} names pid {first.process.pid}, which is still running" \
         in result.stderr
     assert int(pidfile.read_text()) == first.process.pid
+    assert not (tmp_path / "other.sock").exists()
     assert first.get("/pid").status == 200
 
 

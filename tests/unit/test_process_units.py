@@ -160,6 +160,7 @@ def test_process_options_build_a_config():
     (["--socket", "/s", "--user", "no-such-user-here"], "unknown user 'no-such-user-here'"),
     (["--socket", "/s", "--socket-owner", "nobody:no-such-group"], "unknown group"),
     (["--socket", "/s", "--timeout", "-1"], "must not be negative"),
+    (["--socket", "/s", "--method", "threaded", "--timeout", "5"], "--timeout needs --method"),
 ])
 def test_bad_process_options_are_named_in_one_error(argv, message):
     with pytest.raises(ConfigError) as caught:
