@@ -1,8 +1,14 @@
 """What runs in a child: accept one connection at a time, serve it, report state.
 
-The child talks to the master over its end of a socketpair: one byte when it
-becomes busy, one when it is idle again. EOF on that channel means the master
-wants it gone (or died): the child finishes the request in hand and exits.
+The child tells the master over its channel (see channel.py) when it holds
+a connection and which request it is running, so the master can grow the
+pool, and name the request when it kills a child for --timeout.
+
+EOF on the channel means the master retired this child (or died): it
+finishes the request in hand and exits. A ``stop`` message, or SIGTERM,
+means the whole server stops: the child first serves the connections
+already waiting in the listen backlog, so none that the kernel accepted is
+dropped, then exits.
 """
 
 from __future__ import annotations
@@ -12,31 +18,36 @@ import os
 import selectors
 import signal
 import socket
+from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
+from . import channel as ch
+from .peers import PeerFilter
 from .protocol import FastCGIApplication, serve_connection
 
 log = logging.getLogger("safefcgi.child")
 
-MSG_IDLE = b"I"
-MSG_BUSY = b"B"
+DRAIN_LIMIT = 1000  # at most this many backlog connections are served on stop
 
 
 class ChildWorker:
     """The accept loop of one prefork child."""
 
     def __init__(self, listener: socket.socket, app: FastCGIApplication,
-                 channel: socket.socket, max_requests: int = 0):
+                 channel: socket.socket, max_requests: int = 0,
+                 peers: PeerFilter | None = None):
         self.listener = listener
         self.app = app
         self.channel = channel
         self.max_requests = max_requests
+        self.peers = peers
         self.requests_served = 0
         self.pid = os.getpid()
-        self._stop_requested = False
+        self._stop_requested = False  # drain the backlog, then exit
+        self._master_alive = True
 
     def install_signal_handlers(self) -> int:
-        """TERM: finish the request in hand, then exit. INT: left to the master.
+        """TERM: finish, serve the backlog, exit. QUIT: die now. INT, HUP...: the master's.
 
         Returns the read end of the wake-up pipe the handlers write to.
         """
@@ -47,7 +58,11 @@ class ChildWorker:
         signal.signal(signal.SIGTERM, self._on_term)
         # Ctrl-C reaches the whole process group; the master coordinates the stop.
         signal.signal(signal.SIGINT, signal.SIG_IGN)
-        for name in ("SIGHUP", "SIGQUIT", "SIGUSR1", "SIGUSR2", "SIGCHLD"):
+        # The master's signals, when sent to the whole group (a terminal hangup,
+        # `kill -HUP -PGID`, logrotate), must not kill children mid-request.
+        for name in ("SIGHUP", "SIGUSR1", "SIGUSR2", "SIGTTIN", "SIGTTOU"):
+            signal.signal(getattr(signal, name), signal.SIG_IGN)
+        for name in ("SIGQUIT", "SIGCHLD"):
             signal.signal(getattr(signal, name), signal.SIG_DFL)
         return wake_read
 
@@ -58,23 +73,63 @@ class ChildWorker:
         """Serve until the master says stop, or max_requests is reached."""
         wake_fd = self.install_signal_handlers()
         self.listener.setblocking(False)
+        self.app.application = ReportingApplication(self.app.application, self)
         selector = selectors.DefaultSelector()
         selector.register(self.listener, selectors.EVENT_READ, "listener")
         selector.register(self.channel, selectors.EVENT_READ, "channel")
         selector.register(wake_fd, selectors.EVENT_READ, "wake")
-        if not self._report(MSG_IDLE):
+        if not self._report(ch.IDLE):
             return
-        while not self._stop_requested:
+        while True:
             ready = {key.data for key, _ in selector.select()}
             if "wake" in ready:
                 _drain(wake_fd)
-            if "channel" in ready and not self.channel.recv(64):
+            if "channel" in ready and not self._read_channel():
                 log.debug("master closed our channel, exiting")
                 return
             if self._stop_requested:
+                self._serve_backlog()
                 return
             if "listener" in ready and not self._accept_and_serve():
                 return
+
+    # -- the channel ------------------------------------------------------------------
+
+    def _read_channel(self) -> bool:
+        """Act on every waiting message; False once the master closed the channel."""
+        while True:
+            try:
+                message = ch.receive(self.channel, socket.MSG_DONTWAIT)
+            except (BlockingIOError, InterruptedError):
+                return True
+            except ch.ChannelClosed:
+                self._master_alive = False
+                return False
+            if message is None:
+                continue
+            if message.kind == ch.STOP:
+                self._stop_requested = True
+            elif message.kind == ch.REOPEN:
+                _adopt_output_fds(message)
+            else:
+                _close_fds(message.fds)
+
+    def _report(self, kind: str, **fields: Any) -> bool:
+        if not self._master_alive:
+            return False
+        self._master_alive = ch.send(self.channel, kind, **fields)
+        return self._master_alive
+
+    def request_started(self, environ: dict[str, Any]) -> None:
+        """Called for each request, so the master can name it if it hangs."""
+        self._report(ch.REQUEST, method=str(environ.get("REQUEST_METHOD", "")),
+                     uri=str(environ.get("REQUEST_URI") or environ.get("PATH_INFO", "")))
+
+    def request_finished(self) -> None:
+        self.requests_served += 1
+        self._report(ch.DONE, served=self.requests_served)
+
+    # -- serving ----------------------------------------------------------------------
 
     def _accept_and_serve(self) -> bool:
         """Serve one connection if we win the race for it; False means exit now."""
@@ -85,23 +140,87 @@ class ChildWorker:
         except OSError as exc:
             log.warning("accept failed: %s", exc)
             return True
-        master_alive = self._report(MSG_BUSY)
-        serve_connection(self.app, conn, addr)  # accepted means served, master or not
-        self.requests_served += 1
-        if not master_alive:
+        self._serve(conn, addr)
+        if not self._master_alive:
             return False
         if self.max_requests and self.requests_served >= self.max_requests:
             log.debug("served %d requests, making room for a fresh child",
                       self.requests_served)
             return False
-        return self._report(MSG_IDLE)
+        return self._report(ch.IDLE, served=self.requests_served)
 
-    def _report(self, message: bytes) -> bool:
+    def _serve(self, conn: socket.socket, addr: Any) -> None:
+        if self.peers is not None and not self.peers.allows(addr):
+            log.warning("refused a connection from %s: not allowed by %s",
+                        addr[0] if isinstance(addr, tuple) else addr, self.peers.source)
+            conn.close()
+            return
+        self._report(ch.BUSY)
+        serve_connection(self.app, conn, addr)  # accepted means served, master or not
+
+    def _serve_backlog(self) -> None:
+        """On stop: serve what already waits in the listen backlog, then return."""
+        for _ in range(DRAIN_LIMIT):
+            try:
+                conn, addr = self.listener.accept()
+            except (BlockingIOError, InterruptedError):
+                return
+            except OSError as exc:
+                log.debug("accept while stopping failed: %s", exc)
+                return
+            self._serve(conn, addr)
+
+
+class ReportingApplication:
+    """Wraps the WSGI application to tell the master which request is running."""
+
+    def __init__(self, application: Callable, worker: ChildWorker):
+        self.application = application
+        self.worker = worker
+
+    def __call__(self, environ: dict[str, Any], start_response: Callable) -> Iterable[bytes]:
+        self.worker.request_started(environ)
         try:
-            self.channel.sendall(message)
-            return True
+            result = self.application(environ, start_response)
+        except BaseException:
+            self.worker.request_finished()
+            raise
+        return _ReportOnClose(result, self.worker.request_finished)
+
+
+class _ReportOnClose:
+    """The application's response, reporting the end of the request once it is closed."""
+
+    def __init__(self, result: Iterable[bytes], on_close: Callable[[], None]):
+        self._result = result
+        self._on_close = on_close
+
+    def __iter__(self) -> Iterator[bytes]:
+        return iter(self._result)
+
+    def close(self) -> None:
+        try:
+            close = getattr(self._result, "close", None)
+            if close is not None:
+                close()
+        finally:
+            self._on_close()
+
+
+def _adopt_output_fds(message: ch.Message) -> None:
+    """``reopen``: the master's freshly opened log files become our stdout/stderr."""
+    for target, fd in zip(message.get("targets", ()), message.fds, strict=False):
+        if target in (1, 2):
+            os.dup2(fd, target)
+    _close_fds(message.fds)
+
+
+def _close_fds(fds: Iterable[int]) -> None:
+    for fd in fds:
+        try:
+            os.close(fd)
         except OSError:
-            return False  # the master is gone
+            pass
 
 
 def _drain(fd: int) -> None:

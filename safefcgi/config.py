@@ -13,6 +13,8 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from .errors import ConfigError
+from .peers import parse_networks
+from .privileges import resolve_identity, resolve_owner
 
 Method = Literal["prefork", "threaded"]
 
@@ -87,6 +89,15 @@ def _seconds(text: str) -> float:
     return value
 
 
+def _client_list(text: str) -> tuple[str, ...]:
+    """``ADDR[,ADDR]``: each an IPv4/IPv6 address or a CIDR network; checked once here."""
+    entries = tuple(item.strip() for item in str(text).split(",") if item.strip())
+    if not entries:
+        raise ValueError("expected addresses such as 127.0.0.1,::1 or 10.0.0.0/8")
+    parse_networks(entries)
+    return entries
+
+
 def _text(text: str) -> str:
     if not str(text).strip():
         raise ValueError("must not be empty")
@@ -142,9 +153,30 @@ OPTIONS: tuple[Option, ...] = (
            "every fork (repeatable)", repeatable=True, runfcgi=False, metavar="DOTTED.PATH"),
     Option("after_fork", _text, [], "dotted path of a callable run in each child right "
            "after fork (repeatable)", repeatable=True, runfcgi=False, metavar="DOTTED.PATH"),
+    # -- process management: signals, timeouts, privileges, socket access -------------
     Option("graceful_timeout", _seconds, 30.0,
            "seconds busy children get to finish on stop before they are killed",
            runfcgi=False, metavar="SECONDS"),
+    Option("timeout", _seconds, 0.0,
+           "kill a child busy on one request longer than this; 0 means never",
+           runfcgi=False, metavar="SECONDS"),
+    Option("maxrequests_jitter", _int_at_least(0), 0,
+           "add random(0..N) to each child's maxrequests so children do not all restart "
+           "together", runfcgi=False, metavar="N"),
+    Option("user", _text, None, "run children as this user (name or uid)", runfcgi=False,
+           metavar="USER"),
+    Option("group", _text, None, "run children with this group (default: the user's group)",
+           runfcgi=False, metavar="GROUP"),
+    Option("allow_root", _bool, False, "let children run as root (refused otherwise)",
+           flag=True, runfcgi=False),
+    Option("socket_mode", _octal, None, "file mode of the unix socket, e.g. 0660",
+           runfcgi=False, metavar="OCTAL"),
+    Option("socket_owner", _text, None, "owner of the unix socket: USER or USER:GROUP",
+           runfcgi=False, metavar="USER[:GROUP]"),
+    Option("allowed_clients", _client_list, None,
+           "TCP peers allowed to connect: addresses or networks, comma separated "
+           "(default: FCGI_WEB_SERVER_ADDRS, else anyone)", runfcgi=False,
+           metavar="ADDR[,ADDR]"),
 )
 
 OPTIONS_BY_NAME = {option.name: option for option in OPTIONS}
@@ -176,6 +208,14 @@ class ServerConfig:
     before_fork: tuple[str, ...] = ()
     after_fork: tuple[str, ...] = ()
     graceful_timeout: float = 30.0
+    timeout: float = 0.0
+    maxrequests_jitter: int = 0
+    user: str | None = None
+    group: str | None = None
+    allow_root: bool = False
+    socket_mode: int | None = None
+    socket_owner: str | None = None
+    allowed_clients: tuple[str, ...] | None = None
     explicit: frozenset[str] = field(default=frozenset(), compare=False)
 
     @property
@@ -257,6 +297,29 @@ def validate(config: ServerConfig) -> ServerConfig:
         )
     if config.method == "threaded" and (config.before_fork or config.after_fork):
         raise ConfigError("fork hooks need --method=prefork (threaded mode never forks)")
+    return _validate_process_options(config)
+
+
+def _validate_process_options(config: ServerConfig) -> ServerConfig:
+    for name in ("socket_mode", "socket_owner"):
+        if getattr(config, name) is not None and config.socket is None:
+            raise ConfigError(f"--{name.replace('_', '-')} applies to a unix socket: "
+                              "give --socket too")
+    if config.allowed_clients is not None and config.host is None:
+        raise ConfigError("--allowed-clients applies to TCP (--host/--port); a unix "
+                          "socket is governed by its file mode (--socket-mode)")
+    if config.method == "threaded":
+        for name in ("timeout", "maxrequests_jitter", "allowed_clients"):
+            if getattr(config, name):
+                raise ConfigError(f"--{name.replace('_', '-')} needs --method=prefork")
+    if config.group is not None and config.user is None:
+        raise ConfigError("--group needs --user")
+    if config.maxrequests_jitter and not config.maxrequests:
+        raise ConfigError("--maxrequests-jitter needs --maxrequests")
+    if config.user is not None:
+        resolve_identity(config.user, config.group)  # unknown names fail here, once
+    if config.socket_owner is not None:
+        resolve_owner(config.socket_owner)
     return config
 
 

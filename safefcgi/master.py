@@ -1,30 +1,43 @@
 """The prefork master: keeps a pool of children, and is the one place that forks.
 
 Signal handlers only queue the signal and write to a wake-up fd; the main loop
-does the work. That is what lets an idle master stop at once on TERM: flup's
-master select()ed with no timeout, and since PEP 475 that call simply resumes
-after a signal, so ``systemctl stop`` waited for the next request.
+dispatches to ``handle_<signal>`` methods. That is what lets an idle master
+stop at once on TERM: flup's master select()ed with no timeout, and since
+PEP 475 that call simply resumes after a signal, so ``systemctl stop``
+waited for the next request.
+
+Signals: TERM/INT graceful stop, QUIT fast stop, HUP reload with fresh code
+(see reload.py), USR1 reopen the log files, TTIN/TTOU one child more/fewer.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import errno
 import logging
 import os
+import random
 import selectors
 import signal
 import socket
 import sys
 import time
 from collections import deque
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from .child import MSG_BUSY, MSG_IDLE, ChildWorker
+from . import channel as ch
+from . import systemd
+from .child import ChildWorker
 from .config import ServerConfig
-from .errors import CHILD_EXIT_BOOT_FAILED, EXIT_OK, HookError
+from .errors import CHILD_EXIT_BOOT_FAILED, EXIT_OK, HookError, SafeFCGIError
 from .hooks import ForkHooks
+from .peers import PeerFilter
+from .privileges import Identity, drop_privileges
+from .process import redirect_output
 from .protocol import FastCGIApplication
+from .reload import Reloader
 
 log = logging.getLogger("safefcgi.master")
 
@@ -32,7 +45,34 @@ TICK_SECONDS = 1.0  # the loop wakes at least this often, signals or not
 BACKOFF_FIRST_SECONDS = 0.5
 BACKOFF_MAX_SECONDS = 30.0
 BOOT_FAILURES_BEFORE_SHOUTING = 5
-HANDLED_SIGNALS = ("SIGTERM", "SIGINT", "SIGQUIT", "SIGHUP", "SIGCHLD")
+HANDLED_SIGNALS = ("SIGTERM", "SIGINT", "SIGQUIT", "SIGHUP", "SIGCHLD", "SIGUSR1",
+                   "SIGTTIN", "SIGTTOU")
+
+
+@dataclass(frozen=True)
+class PoolLimits:
+    """The pool's size limits; TTIN/TTOU move them at run time."""
+
+    minspare: int
+    maxspare: int
+    maxchildren: int
+
+    def grown(self) -> PoolLimits:
+        """One more child: both spare limits up by one, within maxchildren."""
+        return dataclasses.replace(self, minspare=min(self.minspare + 1, self.maxchildren),
+                                   maxspare=min(self.maxspare + 1, self.maxchildren))
+
+    def shrunk(self) -> PoolLimits:
+        """One fewer child: both spare limits down by one; one idle child stays."""
+        return dataclasses.replace(self, minspare=max(self.minspare - 1, 0),
+                                   maxspare=max(self.maxspare - 1, 1))
+
+
+def request_limit(maxrequests: int, jitter: int, rng: random.Random) -> int:
+    """A child's request budget: maxrequests + random(0..jitter); 0 stays unlimited."""
+    if not maxrequests:
+        return 0
+    return maxrequests + (rng.randint(0, jitter) if jitter else 0)
 
 
 @dataclass
@@ -40,37 +80,71 @@ class Child:
     """The master's view of one child process."""
 
     pid: int
-    channel: socket.socket
+    channel: socket.socket | None
     started_at: float = field(default_factory=time.monotonic)
     ready: bool = False  # passed its after-fork hooks and waits for requests
     idle: bool = False
     retiring: bool = False  # told to exit (its channel is closed)
+    stale: bool = False  # runs the code from before the last reload
+    request: tuple[str, str] | None = None  # (method, URI) being served
+    request_since: float = 0.0
+    served: int = 0
+    timed_out: bool = False
 
     def retire(self) -> None:
         if not self.retiring:
             self.retiring = True
+            self.close_channel()
+
+    def close_channel(self) -> None:
+        if self.channel is not None:
             self.channel.close()
+            self.channel = None
+
+    def describe_request(self) -> str:
+        return "serving " + " ".join(self.request) if self.request else "idle"
+
+
+@dataclass
+class InheritedChild:
+    """A child of the image before a reload: its pid and channel fd (None if retiring)."""
+
+    pid: int
+    channel_fd: int | None
 
 
 class PreforkMaster:
     """Keeps between minspare and maxspare idle children, at most maxchildren."""
 
     def __init__(self, config: ServerConfig, listener: socket.socket,
-                 app: FastCGIApplication, hooks: ForkHooks):
+                 app: FastCGIApplication, hooks: ForkHooks, *,
+                 identity: Identity | None = None, peers: PeerFilter | None = None,
+                 reloader: Reloader | None = None,
+                 inherited: Sequence[InheritedChild] = (),
+                 stop_accepting: Callable[[], None] | None = None):
         self.config = config
         self.listener = listener
         self.app = app
         self.hooks = hooks
+        self.identity = identity
+        self.peers = peers
+        self.reloader = reloader
+        self.limits = PoolLimits(config.minspare, config.maxspare, config.maxchildren)
         self.children: dict[int, Child] = {}
         self.worker: ChildWorker | None = None  # set in a child, for after-fork hooks
+        self._inherited = list(inherited)
+        self._stop_accepting = stop_accepting
+        self._rng = random.Random()
         self._signals: deque[int] = deque()
         self._selector: selectors.BaseSelector | None = None
         self._wake_read = self._wake_write = -1
         self._stopping = False
         self._fast_stop = False
+        self._announced_ready = False
         self._any_child_ready = False
         self._boot_failures = 0
         self._next_spawn_at = 0.0
+        self._probe_pid: int | None = None
         self._previous_handlers: dict[int, Any] = {}
 
     # -- lifecycle --------------------------------------------------------------------
@@ -80,7 +154,8 @@ class PreforkMaster:
         self._setup()
         try:
             log.info("prefork master ready: %d-%d spare children, at most %d",
-                     self.config.minspare, self.config.maxspare, self.config.maxchildren)
+                     self.limits.minspare, self.limits.maxspare, self.limits.maxchildren)
+            self._adopt_inherited()
             for _ in range(self._initial_children()):
                 self._spawn_if_allowed()
             while not self._stopping:
@@ -91,7 +166,8 @@ class PreforkMaster:
         return EXIT_OK
 
     def _initial_children(self) -> int:
-        return max(self.config.minspare, min(self.config.maxspare, self.config.maxchildren), 1)
+        limits = self.limits
+        return max(limits.minspare, min(limits.maxspare, limits.maxchildren), 1)
 
     def _setup(self) -> None:
         self._wake_read, self._wake_write = os.pipe()
@@ -118,53 +194,176 @@ class PreforkMaster:
         # No logging, no work: just note it; the main loop handles it.
         self._signals.append(signum)
 
+    def _adopt_inherited(self) -> None:
+        """Take over the children of the image before a reload, as the old generation."""
+        for inherited in self._inherited:
+            sock = None
+            if inherited.channel_fd is not None:
+                sock = socket.socket(fileno=inherited.channel_fd)
+                sock.set_inheritable(False)
+                sock.setblocking(False)
+            child = Child(inherited.pid, sock, ready=True, stale=True, retiring=sock is None)
+            self.children[child.pid] = child
+            if sock is not None:
+                self._selector.register(sock, selectors.EVENT_READ, child)
+        if self._inherited:
+            log.info("adopted %d children running the previous code; they stop once "
+                     "fresh children are ready", len(self._inherited))
+        self._inherited = []
+
     # -- the main loop -----------------------------------------------------------------
 
     def _tick(self) -> None:
-        for key, _ in self._selector.select(TICK_SECONDS):
+        self._poll(self._select_timeout())
+        self._handle_signals()
+        self._reap()
+        self._enforce_timeout()
+        if not self._stopping:
+            self._after_reload()
+            self._maintain_pool()
+
+    def _poll(self, timeout: float) -> None:
+        for key, _ in self._selector.select(timeout):
             if key.data is None:
                 _drain(self._wake_read)
             else:
                 self._read_status(key.data)
-        self._handle_signals()
-        self._reap()
-        if not self._stopping:
-            self._maintain_pool()
+
+    def _select_timeout(self) -> float:
+        """Wake in time for the next --timeout deadline, and at least every tick."""
+        if not self.config.timeout:
+            return TICK_SECONDS
+        deadlines = [c.request_since + self.config.timeout for c in self.children.values()
+                     if c.request is not None and not c.timed_out]
+        if not deadlines:
+            return TICK_SECONDS
+        return min(TICK_SECONDS, max(min(deadlines) - time.monotonic(), 0.0) + 0.01)
 
     def _handle_signals(self) -> None:
         while self._signals:
             signum = self._signals.popleft()
-            if signum in (signal.SIGTERM, signal.SIGINT):
-                log.info("%s: graceful stop", signal.Signals(signum).name)
-                self._stopping = True
-            elif signum == signal.SIGQUIT:
-                log.info("SIGQUIT: fast stop")
-                self._stopping = self._fast_stop = True
-            elif signum == signal.SIGHUP:
-                log.info("SIGHUP: replacing every child gracefully")
-                for child in self.children.values():
-                    self._retire(child)
+            handler = getattr(self, f"handle_{signal.Signals(signum).name[3:].lower()}", None)
+            if handler is not None:
+                handler()
+
+    def handle_term(self) -> None:
+        if not self._stopping:
+            log.info("SIGTERM: graceful stop (at most %.0f s)", self.config.graceful_timeout)
+        self._stopping = True
+
+    def handle_int(self) -> None:
+        if not self._stopping:
+            log.info("SIGINT: graceful stop (at most %.0f s)", self.config.graceful_timeout)
+        self._stopping = True
+
+    def handle_quit(self) -> None:
+        log.info("SIGQUIT: fast stop")
+        self._stopping = self._fast_stop = True
+
+    def handle_hup(self) -> None:
+        if self._stopping:
+            return
+        if self.reloader is None:
+            log.info("SIGHUP: replacing every child (no reload possible here)")
+            for child in self.children.values():
+                self._retire(child)
+            return
+        if self._probe_pid is not None:
+            log.info("SIGHUP: a reload is already under way")
+            return
+        log.info("SIGHUP: reloading; checking that the new code imports")
+        systemd.reloading()
+        self._probe_pid = self.reloader.start_probe()
+
+    def handle_usr1(self) -> None:
+        log.info("SIGUSR1: reopening log files")
+        try:
+            redirect_output(self.config.outlog, self.config.errlog)
+        except SafeFCGIError as exc:
+            log.error("cannot reopen log files: %s", exc)
+            return
+        targets = [fd for fd, path in ((1, self.config.outlog), (2, self.config.errlog))
+                   if path is not None]
+        if not targets:
+            return
+        for child in self.children.values():
+            if child.channel is not None:
+                ch.send(child.channel, ch.REOPEN, fds=tuple(targets), targets=targets)
+        log.info("log files reopened")
+
+    def handle_ttin(self) -> None:
+        if len(self._live()) >= self.limits.maxchildren:
+            log.info("SIGTTIN: already at maxchildren (%d)", self.limits.maxchildren)
+            return
+        self._resize(self.limits.grown(), "SIGTTIN")
+        self._spawn_if_allowed()
+
+    def handle_ttou(self) -> None:
+        self._resize(self.limits.shrunk(), "SIGTTOU")
+        idle = sorted((c for c in self._live() if c.ready and c.idle),
+                      key=lambda c: c.started_at)
+        if len(self._live()) > 1 and idle:
+            self._retire(idle[0])
+
+    def _resize(self, limits: PoolLimits, signame: str) -> None:
+        self.limits = limits
+        log.info("%s: now %d-%d spare children, at most %d", signame, limits.minspare,
+                 limits.maxspare, limits.maxchildren)
+
+    def handle_chld(self) -> None:
+        pass  # _reap() runs on every tick
+
+    # -- what children tell us ---------------------------------------------------------
 
     def _read_status(self, child: Child) -> None:
-        try:
-            data = child.channel.recv(256)
-        except (BlockingIOError, InterruptedError):
-            return
-        except OSError:
-            data = b""
-        if not data:
-            self._unregister(child)  # the child is exiting; _reap() collects it
-            child.idle = False
-            return
-        last = data[-1:]
-        if last == MSG_IDLE:
+        while child.channel is not None:
+            try:
+                message = ch.receive(child.channel)
+            except (BlockingIOError, InterruptedError):
+                return
+            except ch.ChannelClosed:
+                self._unregister(child)  # the child is exiting; _reap() collects it
+                child.close_channel()
+                child.idle = False
+                return
+            if message is not None:
+                self._apply(child, message)
+
+    def _apply(self, child: Child, message: ch.Message) -> None:
+        for fd in message.fds:  # children never send fds; do not leak any
+            os.close(fd)
+        if message.kind == ch.IDLE:
             if not child.ready:
                 child.ready = True
                 self._any_child_ready = True
                 self._boot_failures = 0
             child.idle = True
-        elif last == MSG_BUSY:
+            child.request = None
+        elif message.kind == ch.BUSY:
             child.idle = False
+        elif message.kind == ch.REQUEST:
+            child.idle = False
+            child.request = (str(message.get("method", "")), str(message.get("uri", "")))
+            child.request_since = time.monotonic()
+        elif message.kind == ch.DONE:
+            child.request = None
+            child.served = int(message.get("served", child.served))
+
+    def _enforce_timeout(self) -> None:
+        if not self.config.timeout:
+            return
+        now = time.monotonic()
+        for child in self.children.values():
+            if child.request is None or child.timed_out:
+                continue
+            busy = now - child.request_since
+            if busy > self.config.timeout:
+                log.error("child %d busy for %.1f s on %s (over --timeout %g s): killing it",
+                          child.pid, busy, " ".join(child.request), self.config.timeout)
+                child.timed_out = True
+                _kill(child.pid, signal.SIGKILL)
+
+    # -- children that exit --------------------------------------------------------------
 
     def _reap(self) -> None:
         while True:
@@ -174,20 +373,27 @@ class PreforkMaster:
                 return
             if pid == 0:
                 return
+            if pid == self._probe_pid:
+                self._probe_finished(os.waitstatus_to_exitcode(status))
+                continue
             child = self.children.pop(pid, None)
             if child is not None:
                 self._child_exited(child, status)
 
     def _child_exited(self, child: Child, status: int) -> None:
         self._unregister(child)
-        child.channel.close()
+        child.close_channel()
         code = os.waitstatus_to_exitcode(status)
         if not child.ready:
             self._boot_failed(child, code)
+        elif child.timed_out:
+            log.warning("child %d killed after --timeout; a fresh one replaces it", child.pid)
         elif code < 0:
-            log.warning("child %d killed by %s", child.pid, signal.Signals(-code).name)
+            log.warning("child %d killed by %s while %s", child.pid,
+                        signal.Signals(-code).name, child.describe_request())
         elif code != 0:
-            log.warning("child %d exited with status %d", child.pid, code)
+            log.warning("child %d exited with status %d while %s", child.pid, code,
+                        child.describe_request())
         else:
             log.debug("child %d exited", child.pid)
 
@@ -197,8 +403,12 @@ class PreforkMaster:
         self._boot_failures += 1
         delay = min(BACKOFF_FIRST_SECONDS * 2 ** (self._boot_failures - 1), BACKOFF_MAX_SECONDS)
         self._next_spawn_at = time.monotonic() + delay
-        reason = ("its after-fork hook failed" if code == CHILD_EXIT_BOOT_FAILED
-                  else f"exit status {code}")
+        if code == CHILD_EXIT_BOOT_FAILED:
+            reason = "its after-fork hook failed"
+        elif code < 0:
+            reason = f"killed by {signal.Signals(-code).name}"
+        else:
+            reason = f"exit status {code}"
         log.error("child %d failed during start-up (%s); next try in %.1f s",
                   child.pid, reason, delay)
         if self._boot_failures == BOOT_FAILURES_BEFORE_SHOUTING:
@@ -206,19 +416,55 @@ class PreforkMaster:
                       "hooks and the log above. Retrying every %.0f s at most",
                       self._boot_failures, BACKOFF_MAX_SECONDS)
 
+    # -- reload ---------------------------------------------------------------------------
+
+    def _probe_finished(self, code: int) -> None:
+        self._probe_pid = None
+        if self._stopping:
+            return
+        if code != 0:
+            log.error("reload aborted: the new code failed to load (probe exit status %d, "
+                      "see above); the running children keep serving the old code", code)
+            systemd.ready("reload failed; serving the previous code")
+            return
+        # Database and cache sockets are close-on-exec: the new image starts clean.
+        self.reloader.exec_master([(c.pid, c.channel) for c in self.children.values()])
+        # Still here: exec failed (logged); the old code keeps serving.
+        systemd.ready("reload failed; serving the previous code")
+
+    def _after_reload(self) -> None:
+        """Once fresh children are all up, retire the old generation and tell systemd."""
+        fresh = self._live()
+        if not fresh or not all(c.ready for c in fresh):
+            return
+        stale = [c for c in self.children.values() if c.stale and not c.retiring]
+        for child in stale:
+            self._retire(child)
+        if stale:
+            log.info("fresh children ready; %d old children finish and exit", len(stale))
+        if not self._announced_ready:
+            self._announced_ready = True
+            systemd.ready(f"serving with {len(fresh)} children")
+
+    # -- the pool -------------------------------------------------------------------------
+
+    def _live(self) -> list[Child]:
+        """Children of the current code that are not on their way out."""
+        return [c for c in self.children.values() if not c.retiring and not c.stale]
+
     def _maintain_pool(self) -> None:
-        live = [c for c in self.children.values() if not c.retiring]
+        live: list[Child | None] = list(self._live())
         spare = sum(1 for c in live if c.idle or not c.ready)
-        while spare < self.config.minspare and len(live) < self.config.maxchildren:
+        while spare < self.limits.minspare and len(live) < self.limits.maxchildren:
             if not self._spawn_if_allowed():
                 return
             live.append(None)
             spare += 1
-        if not live and self.config.minspare == 0:
+        if not live and self.limits.minspare == 0:
             self._spawn_if_allowed()  # never zero children: someone must accept
         idle = sorted((c for c in live if c is not None and c.ready and c.idle),
                       key=lambda c: c.started_at)
-        for child in idle[self.config.maxspare:]:
+        for child in idle[self.limits.maxspare:]:
             self._retire(child)
 
     # -- forking -----------------------------------------------------------------------
@@ -229,7 +475,7 @@ class PreforkMaster:
         try:
             self.spawn_child()
         except HookError:
-            if not self._any_child_ready:
+            if not self._any_child_ready and not self.children:
                 raise  # a broken before-fork hook at start-up stops start-up
             self._boot_failures += 1
             self._next_spawn_at = time.monotonic() + BACKOFF_MAX_SECONDS
@@ -245,26 +491,28 @@ class PreforkMaster:
     def spawn_child(self) -> Child:
         """Fork one child: before_fork hooks here, after_fork hooks in the child."""
         self.hooks.run_before_fork(self)
-        parent_end, child_end = socket.socketpair()
+        parent_end, child_end = ch.channel_pair()
+        max_requests = request_limit(self.config.maxrequests, self.config.maxrequests_jitter,
+                                     self._rng)
         _flush_std_streams()
         pid = os.fork()
         if pid == 0:
             parent_end.close()
-            os._exit(self._run_child(child_end))
+            os._exit(self._run_child(child_end, max_requests))
         child_end.close()
         parent_end.setblocking(False)
         child = Child(pid=pid, channel=parent_end)
         self.children[pid] = child
         self._selector.register(parent_end, selectors.EVENT_READ, child)
-        log.debug("spawned child %d", pid)
+        log.debug("spawned child %d (request budget %s)", pid, max_requests or "unlimited")
         return child
 
-    def _run_child(self, channel: socket.socket) -> int:
+    def _run_child(self, channel: socket.socket, max_requests: int) -> int:
         """Body of a new child; never returns into the master's code."""
         try:
             self._become_child()
-            self.worker = ChildWorker(self.listener, self.app, channel,
-                                      self.config.maxrequests)
+            self.worker = ChildWorker(self.listener, self.app, channel, max_requests,
+                                      peers=self.peers)
             try:
                 self.hooks.run_after_fork(self)
             except HookError:
@@ -280,7 +528,7 @@ class PreforkMaster:
             _flush_std_streams()
 
     def _become_child(self) -> None:
-        """Drop the master's state that a child must not keep."""
+        """Drop the master's state (and identity) that a child must not keep."""
         signal.set_wakeup_fd(-1)
         for signum in self._previous_handlers:
             signal.signal(signum, signal.SIG_DFL)
@@ -288,10 +536,10 @@ class PreforkMaster:
         os.close(self._wake_read)
         os.close(self._wake_write)
         for sibling in self.children.values():
-            if not sibling.retiring:
-                sibling.channel.close()
+            sibling.close_channel()
         self.children = {}
         self._signals.clear()
+        drop_privileges(self.identity)
 
     # -- stopping ---------------------------------------------------------------------
 
@@ -300,7 +548,7 @@ class PreforkMaster:
         child.retire()
 
     def _unregister(self, child: Child) -> None:
-        if self._selector is None:
+        if self._selector is None or child.channel is None:
             return
         try:
             self._selector.unregister(child.channel)
@@ -308,32 +556,46 @@ class PreforkMaster:
             pass
 
     def _shutdown(self) -> None:
-        """Let children finish what they hold, up to graceful_timeout; then kill."""
-        for child in self.children.values():
-            self._retire(child)
+        """Stop accepting now; children finish, serve the backlog and exit; then kill."""
+        systemd.stopping()
+        if self._stop_accepting is not None:
+            self._stop_accepting()
+        if self._probe_pid is not None:
+            _kill(self._probe_pid, signal.SIGKILL)
         if self._fast_stop:
             self._kill_all(signal.SIGKILL)
+        else:
+            # SIGTERM, not a closed channel: a stopping child drains the backlog first.
+            self._kill_all(signal.SIGTERM)
         deadline = time.monotonic() + self.config.graceful_timeout
         while self.children and time.monotonic() < deadline:
-            self._selector.select(min(TICK_SECONDS, max(deadline - time.monotonic(), 0)))
-            _drain(self._wake_read)
+            self._poll(min(TICK_SECONDS, max(deadline - time.monotonic(), 0)))
             self._signals.clear()
             self._reap()
+            self._enforce_timeout()
         if self.children:
-            log.warning("%d children still busy after %.0f s, killing them",
-                        len(self.children), self.config.graceful_timeout)
+            log.warning("%d children still busy after %.0f s, killing them: %s",
+                        len(self.children), self.config.graceful_timeout,
+                        ", ".join(f"{c.pid} ({c.describe_request()})"
+                                  for c in self.children.values()))
             self._kill_all(signal.SIGKILL)
             for pid in list(self.children):
                 _wait_quietly(pid)
-            self.children.clear()
+        for child in self.children.values():
+            child.close_channel()
+        self.children.clear()
         log.info("all children have exited")
 
     def _kill_all(self, signum: int) -> None:
         for pid in self.children:
-            try:
-                os.kill(pid, signum)
-            except ProcessLookupError:
-                pass
+            _kill(pid, signum)
+
+
+def _kill(pid: int, signum: int) -> None:
+    try:
+        os.kill(pid, signum)
+    except ProcessLookupError:
+        pass
 
 
 def _drain(fd: int) -> None:

@@ -79,6 +79,16 @@ def pidfile(path: str | None) -> Iterator[None]:
                 os.unlink(path)
 
 
+def check_pidfile(path: str | None) -> None:
+    """Fail now, on the terminal, if ``path`` names a live process.
+
+    pidfile() checks again, but by then a --daemonize start has already
+    detached and its error would reach only the log.
+    """
+    if path is not None:
+        _refuse_live_pidfile(os.path.abspath(path))
+
+
 def _refuse_live_pidfile(path: str) -> None:
     other = _read_pid(path)
     if other is None or other == os.getpid():

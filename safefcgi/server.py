@@ -1,19 +1,28 @@
-"""Start-up in order: load the project, bind, detach, then hand over to a master."""
+"""Start-up in order: load the project, bind, detach, then hand over to a master.
+
+After a reload (SIGHUP) the master re-executes this same start-up with a
+handover in its environment: it then adopts the listening socket and the
+old children instead of binding and detaching again (see reload.py).
+"""
 
 from __future__ import annotations
 
 import logging
 import os
+import signal
 import sys
 
-from . import django_lifecycle
+from . import django_lifecycle, systemd
 from .config import ServerConfig
-from .errors import EXIT_OK
+from .errors import EXIT_OK, SafeFCGIError
 from .hooks import ForkHooks, Hook, load_hooks
-from .master import PreforkMaster
-from .process import change_directory, daemonize, pidfile, redirect_output
+from .master import InheritedChild, PreforkMaster
+from .peers import peer_filter
+from .privileges import children_identity, drop_privileges, resolve_owner
+from .process import change_directory, check_pidfile, daemonize, pidfile, redirect_output
 from .protocol import FastCGIApplication, ThreadedFastCGIServer
-from .sockets import open_listener
+from .reload import Handover, Reloader, is_probe, take_handover
+from .sockets import Listener, adopt_fd, open_listener, set_socket_access
 
 log = logging.getLogger("safefcgi.server")
 
@@ -22,27 +31,83 @@ def serve(config: ServerConfig) -> int:
     """Run a server for ``config`` until it is told to stop; return the exit status.
 
     Everything that can fail because of the user's input (settings module,
-    hooks, socket) fails here, on the terminal, before detaching or forking.
+    hooks, socket, users) fails here, on the terminal, before detaching or forking.
     """
+    ignore_master_signals()
+    handover = take_handover()
+    launch_dir = handover.launch_dir if handover else os.getcwd()
     extend_sys_path(config.pythonpath)
+    identity = children_identity(config.user, config.group, config.allow_root)
     application = django_lifecycle.load_application(config.settings_module)
     hooks = build_fork_hooks(config, application) if config.method == "prefork" else None
+    if is_probe():
+        log.info("reload probe: the new code of %s loads", config.settings_module)
+        return EXIT_OK
+    if handover is None:
+        check_pidfile(config.pidfile)
     if config.umask is not None:
         os.umask(config.umask)  # as runfcgi did: for the socket file and the app's files
-    listener = open_listener(config.address)
+    listener = acquire_listener(config, handover)
     try:
+        peers = _peer_filter(config, listener)
         redirect_output(config.outlog, config.errlog)
-        if config.daemonize:
+        if config.daemonize and handover is None:
             daemonize()
         change_directory(config.workdir)
         with pidfile(config.pidfile):
             log.info("safefcgi serving %s on %s (%s, pid %d)", config.settings_module,
                      listener.description, config.method, os.getpid())
             if config.method == "threaded":
+                drop_privileges(identity)  # this process serves: it must not stay root
                 return serve_threaded(config, application, listener.sock)
-            return serve_prefork(config, application, listener.sock, hooks)
+            reloader = Reloader(launch_dir, listener.sock, listener.description,
+                                listener.unix_path, listener.unix_inode)
+            inherited = [InheritedChild(pid, fd) for pid, fd in handover.children] \
+                if handover else []
+            return serve_prefork(config, application, listener, hooks, identity=identity,
+                                 peers=peers, reloader=reloader, inherited=inherited)
     finally:
         listener.close()
+
+
+def ignore_master_signals() -> None:
+    """Until the master handles them, HUP/USR1/TTIN/TTOU must not kill or stop us.
+
+    Their default actions terminate (HUP, USR1) or stop (TTIN, TTOU) the
+    process; a second ``systemctl reload`` arriving while a re-executed
+    master imports the project would otherwise end the service.
+    """
+    for name in ("SIGHUP", "SIGUSR1", "SIGTTIN", "SIGTTOU"):
+        signal.signal(getattr(signal, name), signal.SIG_IGN)
+
+
+def acquire_listener(config: ServerConfig, handover: Handover | None) -> Listener:
+    """The socket of our previous image, else systemd's, else one we bind now."""
+    if handover is not None:
+        return adopt_fd(handover.listener_fd, handover.description, handover.unix_path,
+                        handover.unix_inode)
+    passed = systemd.activation_fds()
+    if passed:
+        if len(passed) > 1:
+            log.warning("systemd passed %d sockets; serving the first only", len(passed))
+        listener = adopt_fd(passed[0])
+        log.info("using the socket passed by systemd: %s", listener.description)
+        return listener
+    listener = open_listener(config.address)
+    owner = resolve_owner(config.socket_owner) if config.socket_owner else None
+    set_socket_access(listener, config.socket_mode, owner)
+    return listener
+
+
+def _peer_filter(config: ServerConfig, listener: Listener):
+    try:
+        peers = peer_filter(config.allowed_clients, listener.is_tcp)
+    except ValueError as exc:
+        raise SafeFCGIError(f"bad FCGI_WEB_SERVER_ADDRS: {exc}") from None
+    if peers is not None:
+        log.info("accepting connections only from %s (%s)",
+                 ", ".join(map(str, peers.networks)), peers.source)
+    return peers
 
 
 def extend_sys_path(directories: tuple[str, ...]) -> None:
@@ -65,10 +130,13 @@ def build_fork_hooks(config: ServerConfig, application: object) -> ForkHooks:
     return ForkHooks(before_fork=before, after_fork=after)
 
 
-def serve_prefork(config: ServerConfig, application: object, sock, hooks: ForkHooks) -> int:
+def serve_prefork(config: ServerConfig, application: object, listener: Listener,
+                  hooks: ForkHooks, **master_options) -> int:
     app = FastCGIApplication(application, debug=config.debug, multithreaded=False,
                              max_connections=config.maxchildren)
-    return PreforkMaster(config, sock, app, hooks).run()
+    master = PreforkMaster(config, listener.sock, app, hooks,
+                           stop_accepting=listener.stop_accepting, **master_options)
+    return master.run()
 
 
 def serve_threaded(config: ServerConfig, application: object, sock) -> int:

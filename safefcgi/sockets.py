@@ -27,11 +27,29 @@ class Listener:
     unix_path: str | None = None
     unix_inode: int | None = None
 
+    @property
+    def is_tcp(self) -> bool:
+        return self.sock.family in (socket.AF_INET, socket.AF_INET6)
+
+    def stop_accepting(self) -> None:
+        """Remove our socket file now, so new connections are refused at once on stop.
+
+        Connections already queued keep their place: the children serve the
+        backlog before they exit. A socket passed by systemd or a web server is
+        left alone (they own it, and systemd keeps queueing for the next start).
+        """
+        if self.unix_path is None:
+            return
+        self._unlink_if_ours()
+        self.unix_path = None
+
     def close(self) -> None:
         """Close the socket and remove a unix socket file that we created."""
         self.sock.close()
-        if self.unix_path is None:
-            return
+        if self.unix_path is not None:
+            self._unlink_if_ours()
+
+    def _unlink_if_ours(self) -> None:
         try:
             if os.stat(self.unix_path).st_ino == self.unix_inode:
                 os.unlink(self.unix_path)
@@ -50,6 +68,45 @@ def open_listener(address: str | tuple[str, int] | None, umask: int | None = Non
     return _bind_tcp(*address)
 
 
+def set_socket_access(listener: Listener, mode: int | None,
+                      owner: tuple[int, int] | None) -> None:
+    """--socket-mode and --socket-owner, applied to the socket file we just created."""
+    if listener.unix_path is None:
+        return
+    try:
+        if owner is not None:
+            os.chown(listener.unix_path, *owner)
+        if mode is not None:
+            os.chmod(listener.unix_path, mode)
+    except OSError as exc:
+        listener.close()
+        raise SocketError(f"cannot set owner/mode of {listener.unix_path}: "
+                          f"{exc.strerror}") from None
+
+
+def adopt_fd(fd: int, description: str | None = None, unix_path: str | None = None,
+             unix_inode: int | None = None) -> Listener:
+    """A listening socket we were handed (by systemd, or by our previous image)."""
+    try:
+        sock = socket.socket(fileno=fd)
+    except OSError as exc:
+        raise SocketError(f"fd {fd} is not a socket: {exc.strerror}") from None
+    sock.set_inheritable(False)
+    if not sock.getsockopt(socket.SOL_SOCKET, socket.SO_ACCEPTCONN):
+        sock.detach()
+        raise SocketError(f"the socket passed on fd {fd} is not listening")
+    if description is None:
+        description = f"fd:{fd} ({_describe_address(sock)})"
+    return Listener(sock, description, unix_path=unix_path, unix_inode=unix_inode)
+
+
+def _describe_address(sock: socket.socket) -> str:
+    name = sock.getsockname()
+    if sock.family == socket.AF_UNIX:
+        return f"unix:{name.decode() if isinstance(name, bytes) else name}"
+    return f"tcp:{name[0]}:{name[1]}"
+
+
 def _bind_unix(path: str, umask: int | None) -> Listener:
     path = os.path.abspath(path)
     _clear_stale_socket(path)
@@ -59,7 +116,8 @@ def _bind_unix(path: str, umask: int | None) -> Listener:
         sock.bind(path)
     except OSError as exc:
         sock.close()
-        raise SocketError(f"cannot bind unix socket {path}: {exc.strerror}") from None
+        # "AF_UNIX path too long" comes without an errno, so strerror is None.
+        raise SocketError(f"cannot bind unix socket {path}: {exc.strerror or exc}") from None
     finally:
         if old_umask is not None:
             os.umask(old_umask)

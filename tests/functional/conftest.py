@@ -17,6 +17,13 @@ PROJECT = Path(__file__).parent / "project"
 START_TIMEOUT = 15.0
 
 
+def root_permission(args) -> list[str]:
+    """--allow-root when the tests run as root and the test chose no --user itself."""
+    if os.geteuid() == 0 and not any(str(a).startswith("--user") for a in args):
+        return ["--allow-root"]
+    return []
+
+
 class RunningServer:
     """A ``safefcgi run`` process in its own process group, with its log in a file."""
 
@@ -28,8 +35,10 @@ class RunningServer:
         full_env = {**os.environ, "FIXTURESITE_HOOK_LOG": str(self.hook_log), **env}
         self.argv = [sys.executable, "-m", "safefcgi", "run", "fixturesite_settings",
                      "--pythonpath", str(PROJECT), *args]
-        if not any(a.startswith(("--socket", "--host", "socket=")) for a in args):
+        if not any(a in ("--socket", "--host") or a.startswith(("--socket=", "--host=", "socket="))
+                   for a in args):
             self.argv += ["--socket", self.socket]
+        self.argv += root_permission(args)
         with open(self.log_path, "wb") as log:
             self.process = subprocess.Popen(self.argv, stdout=log, stderr=subprocess.STDOUT,
                                             stdin=subprocess.DEVNULL, env=full_env,

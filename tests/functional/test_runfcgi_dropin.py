@@ -11,7 +11,9 @@ import pytest
 
 from safefcgi import client
 
-from .conftest import PROJECT, wait_for
+from .conftest import PROJECT, root_permission, wait_for
+
+ALLOW_ROOT = ["allow_root=true"] if root_permission([]) else []  # runfcgi-style word too
 
 
 def manage(*args, timeout=20, **kwargs):
@@ -28,8 +30,9 @@ def manage_server(tmp_path):
     def start(*args):
         log = open(tmp_path / "manage.log", "wb")
         process = subprocess.Popen([sys.executable, str(PROJECT / "manage.py"), "runfcgi",
-                                    *args], cwd=PROJECT, stdout=log, stderr=subprocess.STDOUT,
-                                   stdin=subprocess.DEVNULL, start_new_session=True)
+                                    *args, *ALLOW_ROOT], cwd=PROJECT, stdout=log,
+                                   stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                                   start_new_session=True)
         processes.append(process)
         return process
 
@@ -71,7 +74,7 @@ def test_like_runfcgi_it_daemonizes_when_given_a_socket(tmp_path):
     sock = str(tmp_path / "daemon.sock")
     pidfile = tmp_path / "daemon.pid"
     result = manage("runfcgi", "method=fork", f"socket={sock}", f"pidfile={pidfile}",
-                    "maxchildren=1", f"errlog={tmp_path / 'err.log'}")
+                    "maxchildren=1", f"errlog={tmp_path / 'err.log'}", *ALLOW_ROOT)
     assert result.returncode == 0  # returned at once: the server went to the background
     assert wait_for(lambda: pidfile.exists() and pidfile.read_text().strip())
     daemon_pid = int(pidfile.read_text())
@@ -119,7 +122,8 @@ def test_spawn_fcgi_hands_over_its_socket_on_fd0(tmp_path):
     sock = str(tmp_path / "spawned.sock")
     spawner = subprocess.Popen(
         [shutil.which("spawn-fcgi"), "-n", "-s", sock, "--", sys.executable, "-m", "safefcgi",
-         "run", "fixturesite_settings", "--pythonpath", str(PROJECT), "--maxchildren", "2"],
+         "run", "fixturesite_settings", "--pythonpath", str(PROJECT), "--maxchildren", "2",
+         *root_permission([])],
         stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=True)
     try:
         assert wait_for(lambda: answers(sock), timeout=15)
@@ -137,7 +141,8 @@ def test_spawn_fcgi_hands_over_its_socket_on_fd0(tmp_path):
 
 def test_no_address_and_stdin_not_a_socket_is_one_line_error():
     result = subprocess.run([sys.executable, "-m", "safefcgi", "run", "fixturesite_settings",
-                             "--pythonpath", str(PROJECT)], stdin=subprocess.DEVNULL,
+                             "--pythonpath", str(PROJECT), *root_permission([])],
+                            stdin=subprocess.DEVNULL,
                             capture_output=True, text=True, timeout=20)
     assert result.returncode == 1
     errors = [line for line in result.stderr.splitlines() if "[ERROR]" in line]
@@ -148,7 +153,8 @@ def test_no_address_and_stdin_a_connected_socket_is_refused():
     left, right = socket.socketpair()
     with left, right:
         result = subprocess.run([sys.executable, "-m", "safefcgi", "run",
-                                 "fixturesite_settings", "--pythonpath", str(PROJECT)],
+                                 "fixturesite_settings", "--pythonpath", str(PROJECT),
+                                 *root_permission([])],
                                 stdin=left.fileno(), capture_output=True, text=True, timeout=20)
     assert result.returncode == 1
     assert "not listening" in result.stderr

@@ -8,13 +8,14 @@ import time
 
 from safefcgi import client
 
-from .conftest import PROJECT, wait_for
+from .conftest import PROJECT, root_permission, wait_for
 
 HOOKS = "fixturesite_hooks"
 
 
 def run_to_completion(*args, timeout=20):
-    return subprocess.run([sys.executable, "-m", "safefcgi", "run", *args],
+    return subprocess.run([sys.executable, "-m", "safefcgi", "run", *args,
+                           *root_permission(args)],
                           capture_output=True, text=True, timeout=timeout,
                           stdin=subprocess.DEVNULL)
 

@@ -465,8 +465,10 @@ def stock_flup_argv(socket_path: Path, maxchildren: int, maxrequests: int = 0) -
 
 def safefcgi_argv(socket_path: Path, method: str, *options: str | int) -> list:
     """``safefcgi run`` through the console script installed in the test virtualenv."""
+    # Children refuse to serve as root without --allow-root (or a --user).
+    as_root = ["--allow-root"] if os.geteuid() == 0 and "--user" not in options else []
     return [VENV_BIN / "safefcgi", "run", EXAMPLE_SETTINGS, "--pythonpath", EXAMPLE_DIR,
-            "--method", method, "--socket", socket_path, *options]
+            "--method", method, "--socket", socket_path, *as_root, *options]
 
 
 class Site:

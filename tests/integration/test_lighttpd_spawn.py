@@ -61,6 +61,8 @@ def spawning_lighttpd(tmp_path: Path):
     conf = tmp_path / "lighttpd-spawn.conf"
     command = (f"{VENV_BIN / 'safefcgi'} run --pythonpath {EXAMPLE_DIR} --maxchildren 3 "
                f"--errlog {tmp_path / 'safefcgi.log'}")
+    if os.geteuid() == 0:
+        command += " --allow-root"  # lighttpd keeps root here: server_user is left empty
     conf.write_text(render_lighttpd_conf(SPAWN_CONF.read_text(), {
         "safefcgi_socket": str(tmp_path / "spawned.sock"),
         "safefcgi_command": command,

@@ -1,8 +1,14 @@
 import os
+import sys
 import time
 
 from django.http import HttpResponse
 from django.urls import path
+
+try:  # a module the reload tests write and rewrite in their own directory
+    import fixturesite_code
+except ImportError:
+    fixturesite_code = None
 
 
 def pid(request):
@@ -10,7 +16,9 @@ def pid(request):
 
 
 def sleep(request):
-    time.sleep(float(request.GET.get("seconds", "1")))
+    seconds = request.GET.get("seconds", "1")
+    print(f"child {os.getpid()} sleeps {seconds}", file=sys.stderr, flush=True)
+    time.sleep(float(seconds))
     return HttpResponse(f"slept in {os.getpid()}", content_type="text/plain")
 
 
@@ -18,7 +26,24 @@ def latin1_header(request):
     return HttpResponse("ok", headers={"Content-Disposition": "attachment; filename=café.txt"})
 
 
+def say(request):
+    """Write a word to standard error: a log line that comes from a child."""
+    print(f"child {os.getpid()} says {request.GET.get('word', '')}", file=sys.stderr, flush=True)
+    return HttpResponse("said", content_type="text/plain")
+
+
+def hello(request):
+    return HttpResponse("Hello from the fixture site\n", content_type="text/plain")
+
+
+def version(request):
+    return HttpResponse(getattr(fixturesite_code, "VERSION", "none"), content_type="text/plain")
+
+
 urlpatterns = [
+    path("version", version),
+    path("say", say),
+    path("hello", hello),
     path("pid", pid),
     path("sleep", sleep),
     path("latin1", latin1_header),

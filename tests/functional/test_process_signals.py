@@ -1,0 +1,258 @@
+"""Signals an operator sends to the master, with real processes and real clients."""
+
+import os
+import re
+import signal
+import struct
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+from safefcgi import client
+
+from .conftest import wait_for
+
+
+def send_request(address, path: str):
+    """Connect and send a whole request, leaving the response unread."""
+    path_only, _, query = path.partition("?")
+    params = {"REQUEST_METHOD": "GET", "SCRIPT_NAME": "", "PATH_INFO": path_only,
+              "QUERY_STRING": query, "REQUEST_URI": path, "SERVER_NAME": "localhost",
+              "SERVER_PORT": "80", "SERVER_PROTOCOL": "HTTP/1.1", "CONTENT_LENGTH": "0"}
+    sock = client.connect(address, timeout=20)
+    sock.sendall(client.record(client.BEGIN_REQUEST, 1, struct.pack("!HB5x", client.RESPONDER, 0))
+                 + client.stream(client.PARAMS, 1, client.encode_pairs(params))
+                 + client.stream(client.STDIN, 1, b""))
+    return sock
+
+
+def read_response(sock) -> client.Response:
+    with sock:
+        return client.parse_response(client.read_records(sock))
+
+
+def in_thread(function, *args):
+    """Run function(*args) in a thread; the returned dict gets 'value' or 'error'."""
+    outcome = {}
+
+    def run():
+        try:
+            outcome["value"] = function(*args)
+        except Exception as exc:  # noqa: BLE001 - the test inspects it
+            outcome["error"] = exc
+
+    thread = threading.Thread(target=run, daemon=True)
+    thread.start()
+    outcome["thread"] = thread
+    return outcome
+
+
+def sleeping_child(server, seconds: str) -> int:
+    """Wait until a child is inside /sleep?seconds=...; return its pid (from its log line)."""
+    pattern = re.compile(rf"child (\d+) sleeps {re.escape(seconds)}$", re.MULTILINE)
+    match = wait_for(lambda: pattern.search(server.log))
+    assert match, server.log
+    return int(match.group(1))
+
+
+def write_code(directory: Path, version: str) -> None:
+    (directory / "fixturesite_code.py").write_text(f"VERSION = {version}\n")
+
+
+@pytest.fixture
+def code_dir(tmp_path):
+    directory = tmp_path / "code"
+    directory.mkdir()
+    write_code(directory, '"first"')
+    return directory
+
+
+def reloadable(start_server, code_dir, *args):
+    # No .pyc: a rewrite within the same second must still be seen as new code.
+    return start_server("--pythonpath", str(code_dir), *args,
+                        env={"PYTHONDONTWRITEBYTECODE": "1"})
+
+
+# -- TERM / INT / QUIT -----------------------------------------------------------------
+
+def test_graceful_stop_serves_every_queued_connection_and_refuses_new_ones(start_server):
+    server = start_server("--maxchildren", "1")
+    in_flight = send_request(server.socket, "/sleep?seconds=1")
+    sleeping_child(server, "1")  # the only child is busy: the next ones wait in the backlog
+    queued = [send_request(server.socket, "/pid") for _ in range(3)]
+
+    server.process.send_signal(signal.SIGTERM)
+
+    assert wait_for(lambda: not os.path.exists(server.socket), timeout=2)
+    with pytest.raises((FileNotFoundError, ConnectionRefusedError)):
+        client.connect(server.socket).close()
+    assert read_response(in_flight).body.startswith(b"slept in")
+    assert [read_response(sock).status for sock in queued] == [200, 200, 200]
+    assert server.wait_for_exit(10) == 0
+
+
+def test_graceful_timeout_kills_what_is_still_busy(start_server):
+    server = start_server("--maxchildren", "1", "--graceful-timeout", "1")
+    stuck = in_thread(server.get, "/sleep?seconds=30")
+    sleeping_child(server, "30")
+    started = time.monotonic()
+
+    server.process.send_signal(signal.SIGTERM)
+
+    assert server.wait_for_exit(10) == 0
+    assert time.monotonic() - started < 5
+    stuck["thread"].join(5)
+    assert "error" in stuck
+    assert re.search(r"1 children still busy after 1 s, killing them: \d+ "
+                     r"\(serving GET /sleep\?seconds=30\)", server.log)
+
+
+def test_sigquit_stops_at_once_even_with_requests_in_flight(start_server):
+    server = start_server("--maxchildren", "2")
+    children = server.children()
+    stuck = in_thread(server.get, "/sleep?seconds=30")
+    sleeping_child(server, "30")
+    started = time.monotonic()
+
+    server.process.send_signal(signal.SIGQUIT)
+
+    assert server.wait_for_exit(5) == 0
+    assert time.monotonic() - started < 3
+    stuck["thread"].join(5)
+    assert "error" in stuck
+    assert wait_for(lambda: not (children & server.children()))
+
+
+# -- HUP -----------------------------------------------------------------------------
+
+def test_sighup_serves_freshly_imported_code_from_the_same_master(start_server, code_dir):
+    server = reloadable(start_server, code_dir, "--maxchildren", "2")
+    old_children = server.children()
+    assert server.get("/version").body == b"first"
+    write_code(code_dir, '"second, longer"')
+
+    server.process.send_signal(signal.SIGHUP)
+
+    assert wait_for(lambda: server.get("/version").body == b"second, longer")
+    assert server.process.poll() is None  # the same pid: systemd and the pid file agree
+    assert wait_for(lambda: server.children() and not (server.children() & old_children))
+    assert "re-executing the master with fresh code" in server.log
+
+
+def test_sighup_with_broken_code_keeps_the_old_children_serving(start_server, code_dir):
+    server = reloadable(start_server, code_dir, "--maxchildren", "2")
+    old_children = server.children()
+    write_code(code_dir, "(  # a syntax error")
+
+    server.process.send_signal(signal.SIGHUP)
+
+    assert wait_for(lambda: "reload aborted" in server.log)
+    assert "SyntaxError" in server.log
+    assert server.get("/version").body == b"first"
+    assert server.children() == old_children
+
+
+def test_a_request_in_flight_during_sighup_completes(start_server, code_dir):
+    server = reloadable(start_server, code_dir, "--maxchildren", "1")
+    slow = in_thread(server.get, "/sleep?seconds=1.5")
+    sleeping_child(server, "1.5")
+    write_code(code_dir, '"second"')
+
+    server.process.send_signal(signal.SIGHUP)
+
+    assert wait_for(lambda: server.get("/version").body == b"second")
+    slow["thread"].join(10)
+    assert slow["value"].status == 200 and slow["value"].body.startswith(b"slept in")
+
+
+# -- USR1, TTIN, TTOU --------------------------------------------------------------------
+
+def test_sigusr1_reopens_a_rotated_errlog_in_master_and_children(start_server, tmp_path):
+    errlog = tmp_path / "error.log"
+    server = start_server("--maxchildren", "1", "--errlog", str(errlog))
+    server.get("/say?word=before")
+    errlog.rename(tmp_path / "error.log.1")  # what logrotate does
+
+    server.process.send_signal(signal.SIGUSR1)
+
+    assert wait_for(lambda: errlog.exists() and "log files reopened" in errlog.read_text())
+    assert wait_for(lambda: server.get("/say?word=after").status == 200)
+    assert "says after" in errlog.read_text()
+    assert "says before" in (tmp_path / "error.log.1").read_text()
+    assert "says after" not in (tmp_path / "error.log.1").read_text()
+
+
+def test_sigttin_adds_a_child_and_sigttou_removes_one(start_server):
+    server = start_server("--minspare", "1", "--maxspare", "2", "--maxchildren", "4")
+    assert wait_for(lambda: len(server.children()) == 2)
+
+    server.process.send_signal(signal.SIGTTIN)
+    assert wait_for(lambda: len(server.children()) == 3)
+    server.process.send_signal(signal.SIGTTIN)
+    assert wait_for(lambda: len(server.children()) == 4)
+    server.process.send_signal(signal.SIGTTIN)  # at maxchildren: no fifth
+    time.sleep(0.5)
+    assert len(server.children()) == 4
+
+    server.process.send_signal(signal.SIGTTOU)
+    assert wait_for(lambda: len(server.children()) == 3)
+    assert "SIGTTOU: now 2-3 spare children, at most 4" in server.log
+
+
+# -- children: timeout, jitter, crashes ------------------------------------------------------
+
+def test_timeout_kills_a_hung_request_names_it_and_the_next_request_succeeds(start_server):
+    server = start_server("--maxchildren", "1", "--timeout", "1")
+    pid = int(server.get("/pid").body)
+    with pytest.raises((ConnectionError, OSError)):
+        server.get("/sleep?seconds=30", timeout=10)
+
+    assert server.get("/pid").status == 200
+    assert re.search(rf"child {pid} busy for 1\.\d s on GET /sleep\?seconds=30 "
+                     r"\(over --timeout 1 s\): killing it", server.log)
+    assert not wait_for(lambda: pid in server.children(), timeout=0.5)
+
+
+def test_a_short_request_is_never_killed_by_timeout(start_server):
+    server = start_server("--maxchildren", "1", "--timeout", "1")
+    pid = server.get("/pid").body
+    for _ in range(2):  # 1.2 s busy in all, but never 1 s on one request
+        assert server.get("/sleep?seconds=0.6").status == 200
+        time.sleep(0.6)  # idle time between requests does not count
+    assert server.get("/pid").body == pid
+    assert "killing it" not in server.log
+
+
+def test_maxrequests_jitter_spreads_child_restarts(start_server):
+    server = start_server("--maxchildren", "1", "--maxrequests", "2",
+                          "--maxrequests-jitter", "3")
+    pids = [int(server.get("/pid").body) for _ in range(45)]
+    runs = []
+    for pid in pids:
+        if runs and runs[-1][0] == pid:
+            runs[-1][1] += 1
+        else:
+            runs.append([pid, 1])
+    whole_runs = [count for _, count in runs[1:-1]]  # the first and last are cut short
+    assert all(2 <= count <= 5 for count in whole_runs), whole_runs
+    assert len(set(whole_runs)) > 1, whole_runs
+
+
+def test_a_child_killed_mid_request_fails_only_that_request(start_server):
+    server = start_server("--minspare", "2", "--maxspare", "3", "--maxchildren", "3")
+    victim = in_thread(server.get, "/sleep?seconds=5")
+    pid = sleeping_child(server, "5")
+    others = [in_thread(server.get, "/sleep?seconds=0.5") for _ in range(2)]
+
+    os.kill(pid, signal.SIGKILL)
+
+    victim["thread"].join(10)
+    assert "error" in victim
+    for other in others:
+        other["thread"].join(10)
+        assert other["value"].status == 200
+    assert wait_for(lambda: f"child {pid} killed by SIGKILL while serving "
+                    "GET /sleep?seconds=5" in server.log)
+    assert [server.get("/pid").status for _ in range(5)] == [200] * 5

@@ -1,0 +1,152 @@
+"""systemd: the shipped units, socket activation and sd_notify, with the real tools."""
+
+import os
+import re
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from safefcgi import client
+
+from .conftest import PROJECT, root_permission, wait_for
+
+CONF = Path(__file__).resolve().parents[2] / "conf"
+SHIPPED_SAFEFCGI = "/srv/mysite/venv/bin/safefcgi"
+
+
+def systemd_tool(name: str) -> str:
+    path = shutil.which(name)
+    assert path, f"{name} is missing: install the Debian package systemd"
+    return path
+
+
+# -- the unit files ------------------------------------------------------------------------
+
+@pytest.fixture
+def units(tmp_path):
+    """The shipped units, with ExecStart pointing at this virtualenv's safefcgi."""
+    service = (CONF / "safefcgi.service").read_text()
+    assert SHIPPED_SAFEFCGI in service
+    ours = str(Path(sys.executable).parent / "safefcgi")
+    (tmp_path / "safefcgi.service").write_text(service.replace(SHIPPED_SAFEFCGI, ours))
+    shutil.copy(CONF / "safefcgi.socket", tmp_path / "safefcgi.socket")
+    return tmp_path
+
+
+def test_shipped_units_pass_systemd_analyze_verify(units):
+    result = subprocess.run([systemd_tool("systemd-analyze"), "verify",
+                             str(units / "safefcgi.socket"), str(units / "safefcgi.service")],
+                            capture_output=True, text=True, timeout=60)
+    # verify only warns (exit status 0) about a misspelt setting: any output is a failure.
+    assert (result.returncode, result.stdout + result.stderr) == (0, "")
+
+
+def test_service_stop_timeout_outlasts_the_graceful_timeout():
+    service = (CONF / "safefcgi.service").read_text()
+    graceful = float(re.search(r"--graceful-timeout (\d+)", service).group(1))
+    stop_timeout = float(re.search(r"^TimeoutStopSec=(\d+)", service, re.M).group(1))
+    assert stop_timeout > graceful
+    assert re.search(r"^Type=notify$", service, re.M)
+    assert re.search(r"^ExecReload=/bin/kill -HUP \$MAINPID$", service, re.M)
+    assert re.search(r"^KillMode=mixed$", service, re.M)
+
+
+# -- socket activation ------------------------------------------------------------------
+
+def test_socket_activation_serves_on_the_socket_systemd_passes(tmp_path):
+    sock_path = tmp_path / "activated.sock"
+    log_path = tmp_path / "server.log"
+    argv = [systemd_tool("systemd-socket-activate"), "--listen", str(sock_path),
+            sys.executable, "-m", "safefcgi", "run", "fixturesite_settings",
+            "--pythonpath", str(PROJECT), "--maxchildren", "2", *root_permission([])]
+    with open(log_path, "wb") as log:
+        process = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT,
+                                   stdin=subprocess.DEVNULL, start_new_session=True)
+    try:
+        assert wait_for(sock_path.exists)
+        # The first connection makes systemd-socket-activate exec safefcgi (same pid).
+        assert client.request(str(sock_path), "/pid", timeout=30).status == 200
+        assert "using the socket passed by systemd: fd:3 (unix:" in log_path.read_text()
+        assert client.request(str(sock_path), "/pid").status == 200
+
+        process.send_signal(signal.SIGTERM)
+        assert process.wait(10) == 0
+        assert sock_path.exists()  # systemd's socket, not ours to remove
+    finally:
+        _kill_group(process)
+
+
+# -- sd_notify ---------------------------------------------------------------------------
+
+class NotifyListener:
+    """What systemd would receive on NOTIFY_SOCKET."""
+
+    def __init__(self, path: Path):
+        self.path = path
+        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+        self.sock.bind(str(path))
+        self.messages: list[str] = []
+
+    def wait_for(self, line: str, timeout: float = 15.0) -> list[str]:
+        """Messages received until one contains ``line``."""
+        deadline = time.monotonic() + timeout
+        seen = []
+        while time.monotonic() < deadline:
+            self.sock.settimeout(max(deadline - time.monotonic(), 0.01))
+            try:
+                message = self.sock.recv(4096).decode()
+            except TimeoutError:
+                break
+            seen.append(message)
+            if line in message.splitlines():
+                return seen
+        raise AssertionError(f"no {line} within {timeout} s; got {seen}")
+
+
+def test_sd_notify_ready_reloading_and_stopping(start_server, tmp_path):
+    listener = NotifyListener(tmp_path / "notify.sock")
+    server = start_server("--maxchildren", "2", env={"NOTIFY_SOCKET": str(listener.path)},
+                          wait=False)
+    first = listener.wait_for("READY=1")
+    assert first[-1].splitlines()[-1].startswith("STATUS=serving with")
+    assert server.get("/pid").status == 200  # READY came once children accept
+
+    server.process.send_signal(signal.SIGHUP)
+    assert "RELOADING=1" in listener.wait_for("RELOADING=1")[-1]
+    listener.wait_for("READY=1")
+
+    server.process.send_signal(signal.SIGTERM)
+    listener.wait_for("STOPPING=1")
+    assert server.wait_for_exit(10) == 0
+
+
+def test_sd_notify_ready_again_when_a_reload_fails(start_server, tmp_path):
+    listener = NotifyListener(tmp_path / "notify.sock")
+    code = tmp_path / "code"
+    code.mkdir()
+    (code / "fixturesite_code.py").write_text("VERSION = 'first'\n")
+    server = start_server("--maxchildren", "1", "--pythonpath", str(code),
+                          env={"NOTIFY_SOCKET": str(listener.path),
+                               "PYTHONDONTWRITEBYTECODE": "1"})
+    listener.wait_for("READY=1")
+    (code / "fixturesite_code.py").write_text("VERSION = (\n")
+
+    server.process.send_signal(signal.SIGHUP)
+
+    listener.wait_for("RELOADING=1")
+    assert "STATUS=reload failed; serving the previous code" in listener.wait_for("READY=1")[-1]
+    assert server.get("/version").body == b"first"
+
+
+def _kill_group(process: subprocess.Popen) -> None:
+    try:
+        os.killpg(process.pid, signal.SIGKILL)
+    except ProcessLookupError:
+        pass
+    process.wait()

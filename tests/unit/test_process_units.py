@@ -1,0 +1,201 @@
+"""Pure pieces of process management: pool limits, channel messages, peers, systemd."""
+
+import os
+import random
+import socket
+
+import pytest
+
+from safefcgi import channel as ch
+from safefcgi import systemd
+from safefcgi.cli import parse_run_arguments
+from safefcgi.errors import ConfigError
+from safefcgi.master import PoolLimits, request_limit
+from safefcgi.peers import PeerFilter, parse_networks, peer_filter
+from safefcgi.reload import Handover, take_handover
+
+# -- pool limits and request budgets ---------------------------------------------------------
+
+
+def test_ttin_raises_both_spare_limits_within_maxchildren():
+    assert PoolLimits(1, 2, 3).grown() == PoolLimits(2, 3, 3)
+    assert PoolLimits(2, 3, 3).grown() == PoolLimits(3, 3, 3)
+
+
+def test_ttou_lowers_both_spare_limits_but_keeps_one_idle_child():
+    assert PoolLimits(2, 3, 5).shrunk() == PoolLimits(1, 2, 5)
+    assert PoolLimits(0, 1, 5).shrunk() == PoolLimits(0, 1, 5)
+
+
+def test_request_budget_is_maxrequests_plus_up_to_jitter():
+    rng = random.Random(7)
+    budgets = {request_limit(100, 10, rng) for _ in range(500)}
+    assert budgets == set(range(100, 111))
+
+
+def test_no_maxrequests_means_unlimited_whatever_the_jitter():
+    assert request_limit(0, 50, random.Random(1)) == 0
+    assert request_limit(5, 0, random.Random(1)) == 5
+
+
+# -- the channel -----------------------------------------------------------------------------
+
+
+def test_a_message_survives_the_channel_with_its_fields():
+    master, child = ch.channel_pair()
+    with master, child:
+        assert ch.send(child, ch.REQUEST, method="GET", uri="/a?b=c")
+        assert ch.send(child, ch.DONE, served=3)
+        first, second = ch.receive(master), ch.receive(master)
+    assert (first.kind, first.get("method"), first.get("uri")) == ("request", "GET", "/a?b=c")
+    assert (second.kind, second.get("served")) == ("done", 3)
+
+
+def test_messages_keep_their_boundaries():
+    master, child = ch.channel_pair()
+    with master, child:
+        for n in range(5):
+            ch.send(child, ch.IDLE, served=n)
+        assert [ch.receive(master).get("served") for _ in range(5)] == [0, 1, 2, 3, 4]
+
+
+def test_a_long_uri_is_cut_so_a_message_stays_small():
+    data = ch.encode(ch.REQUEST, method="GET", uri="/" + "x" * 10000)
+    assert len(data) < ch.MAX_MESSAGE
+    assert ch.decode(data).get("uri") == "/" + "x" * (ch.URI_LIMIT - 1)
+
+
+def test_unknown_kinds_and_fields_pass_through_for_later_readers():
+    message = ch.decode(b'{"kind":"stats","rss":1234}')
+    assert (message.kind, message.get("rss")) == ("stats", 1234)
+
+
+@pytest.mark.parametrize("data", [b"I", b"{}", b"[1]", b'{"kind":7}', b"\xff"])
+def test_malformed_messages_are_ignored(data):
+    assert ch.decode(data) is None
+
+
+def test_eof_on_the_channel_says_the_other_side_is_gone():
+    master, child = ch.channel_pair()
+    with master:
+        child.close()
+        with pytest.raises(ch.ChannelClosed):
+            ch.receive(master)
+        assert not ch.send(master, ch.STOP)
+
+
+def test_reading_an_empty_channel_does_not_block():
+    master, child = ch.channel_pair()
+    with master, child, pytest.raises(BlockingIOError):
+        ch.receive(master, socket.MSG_DONTWAIT)
+
+
+def test_file_descriptors_travel_with_a_reopen_message(tmp_path):
+    log = tmp_path / "new.log"
+    fd = os.open(log, os.O_WRONLY | os.O_CREAT | os.O_APPEND)
+    master, child = ch.channel_pair()
+    with master, child:
+        ch.send(master, ch.REOPEN, fds=(fd,), targets=[2])
+        os.close(fd)
+        message = ch.receive(child)
+    assert message.get("targets") == [2] and len(message.fds) == 1
+    os.write(message.fds[0], b"through the passed fd\n")
+    os.close(message.fds[0])
+    assert log.read_text() == "through the passed fd\n"
+
+
+# -- peers -------------------------------------------------------------------------------------
+
+
+def test_peers_match_addresses_and_networks_of_both_families():
+    peers = PeerFilter(parse_networks(["127.0.0.1", "10.0.0.0/8", "2001:db8::/32"]), "test")
+    assert peers.allows(("127.0.0.1", 40000))
+    assert peers.allows(("10.20.30.40", 1))
+    assert peers.allows(("2001:db8::5", 1, 0, 0))
+    assert not peers.allows(("127.0.0.2", 1))
+    assert not peers.allows(("::1", 1, 0, 0))
+
+
+def test_an_ipv4_client_of_a_dual_stack_listener_is_matched_as_ipv4():
+    peers = PeerFilter(parse_networks(["192.0.2.0/24"]), "test")
+    assert peers.allows(("::ffff:192.0.2.9", 1, 0, 0))
+
+
+def test_a_peer_without_an_ip_address_is_refused():
+    peers = PeerFilter(parse_networks(["127.0.0.1"]), "test")
+    assert not peers.allows("")
+    assert not peers.allows(("not an address", 1))
+
+
+def test_the_option_wins_over_fcgi_web_server_addrs():
+    env = {"FCGI_WEB_SERVER_ADDRS": "192.0.2.1"}
+    assert peer_filter(("10.0.0.1",), True, env).source == "--allowed-clients"
+    assert peer_filter(None, True, env).source == "FCGI_WEB_SERVER_ADDRS"
+
+
+def test_fcgi_web_server_addrs_does_not_apply_to_a_unix_socket():
+    assert peer_filter(None, False, {"FCGI_WEB_SERVER_ADDRS": "192.0.2.1"}) is None
+    assert peer_filter(None, True, {}) is None
+
+
+# -- options ------------------------------------------------------------------------------------
+
+
+def test_process_options_build_a_config():
+    config = parse_run_arguments([
+        "mysite.settings", "--host", "::1", "--port", "9000", "--timeout", "30",
+        "--maxrequests", "500", "--maxrequests-jitter", "50", "--allowed-clients",
+        "127.0.0.1, ::1", "--user", "nobody", "--group", "nogroup", "--allow-root"])
+    assert (config.timeout, config.maxrequests_jitter) == (30.0, 50)
+    assert config.allowed_clients == ("127.0.0.1", "::1")
+    assert (config.user, config.group, config.allow_root) == ("nobody", "nogroup", True)
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["--socket", "/s", "--allowed-clients", "127.0.0.1"], "applies to TCP"),
+    (["--host", "h", "--port", "1", "--socket-owner", "nobody"], "--socket-owner applies"),
+    (["--socket", "/s", "--socket-mode", "888"], "octal"),
+    (["--socket", "/s", "--group", "nogroup"], "--group needs --user"),
+    (["--socket", "/s", "--maxrequests-jitter", "5"], "needs --maxrequests"),
+    (["--socket", "/s", "--user", "no-such-user-here"], "unknown user 'no-such-user-here'"),
+    (["--socket", "/s", "--socket-owner", "nobody:no-such-group"], "unknown group"),
+    (["--socket", "/s", "--timeout", "-1"], "must not be negative"),
+    (["--socket", "/s", "--method", "threaded", "--timeout", "5"], "--timeout needs --method"),
+])
+def test_bad_process_options_are_named_in_one_error(argv, message):
+    with pytest.raises(ConfigError) as caught:
+        parse_run_arguments(["mysite.settings", *argv])
+    assert message in str(caught.value)
+
+
+# -- systemd and reload handover ------------------------------------------------------------------
+
+
+def test_activation_fds_are_ours_only_when_listen_pid_names_us():
+    env = {"LISTEN_FDS": "2", "LISTEN_PID": str(os.getpid()), "LISTEN_FDNAMES": "a:b"}
+    assert systemd.activation_fds(env) == [3, 4]
+    assert env == {}  # children and a re-executed master must not adopt them again
+    assert systemd.activation_fds({"LISTEN_FDS": "1", "LISTEN_PID": "1"}) == []
+    assert systemd.activation_fds({}) == []
+
+
+def test_notify_sends_state_lines_to_notify_socket(tmp_path, monkeypatch):
+    path = tmp_path / "notify.sock"
+    with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as receiver:
+        receiver.bind(str(path))
+        monkeypatch.setenv("NOTIFY_SOCKET", str(path))
+        assert systemd.ready("serving")
+        assert receiver.recv(1024) == b"READY=1\nSTATUS=serving"
+
+
+def test_notify_outside_systemd_is_a_quiet_no(monkeypatch):
+    monkeypatch.delenv("NOTIFY_SOCKET", raising=False)
+    assert systemd.stopping() is False
+
+
+def test_a_handover_round_trips_through_the_environment():
+    handover = Handover(listener_fd=5, description="unix:/s", unix_path="/s", unix_inode=9,
+                        launch_dir="/srv", children=[(100, 7), (101, None)])
+    env = {"SAFEFCGI_HANDOVER": handover.to_json()}
+    assert take_handover(env) == handover
+    assert env == {}
