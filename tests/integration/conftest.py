@@ -1,7 +1,7 @@
 """Fixtures for the integration tests: one PostgreSQL cluster (and pgbouncer) per run,
 one FastCGI server plus lighttpd per test."""
 
-import re
+import itertools
 import shutil
 import tempfile
 from collections.abc import Callable, Iterator
@@ -9,13 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from .harness import (
-    Account,
-    PgBouncer,
-    PostgresCluster,
-    Site,
-    run_django_command,
-)
+from .harness import PgBouncer, PostgresCluster, Site, run_django_command
+from .load import Account
 
 PASSWORD = "correct horse battery staple"
 ACCOUNTS = [Account(name, PASSWORD) for name in ("alice", "bob", "carol", "dave")]
@@ -23,6 +18,8 @@ ACCOUNTS = [Account(name, PASSWORD) for name in ("alice", "bob", "carol", "dave"
 # What the production sites that hit the bug had in common: persistent
 # connections, and a query while the project is imported (in the master).
 PRODUCTION_HABITS = {"EXAMPLE_CONN_MAX_AGE": "60", "EXAMPLE_IMPORT_TIME_QUERY": "1"}
+
+_test_numbers = itertools.count(1)
 
 
 @pytest.fixture(scope="session")
@@ -86,7 +83,10 @@ def serve(scratch_dir: Path, request: pytest.FixtureRequest) -> Iterator[Callabl
     stopped when the test ends.
     """
     sites: list[Site] = []
-    test_dir = scratch_dir / re.sub(r"[^\w.-]+", "_", request.node.name)
+    # Short names: a unix socket path must fit in 107 bytes.
+    test_dir = scratch_dir / f"t{next(_test_numbers)}"
+    test_dir.mkdir()
+    (test_dir / "test-name").write_text(request.node.nodeid + "\n")
 
     def start(env: dict[str, str], argv_factory: Callable[..., list], *args) -> Site:
         site = Site(test_dir / f"site{len(sites)}", env, argv_factory, *args)

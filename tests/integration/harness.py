@@ -10,27 +10,22 @@ from __future__ import annotations
 
 import glob
 import http.client
-import json
 import logging
 import os
 import pwd
-import re
-import secrets
 import shutil
 import signal
 import socket
 import subprocess
 import sys
-import threading
 import time
-from collections import Counter
-from collections.abc import Callable, Iterable, Mapping
-from dataclasses import dataclass, field
-from http.cookies import SimpleCookie
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
 from pathlib import Path
-from urllib.parse import urlencode
 
 import psycopg2
+
+from .lighttpd_conf import render_lighttpd_conf
 
 logger = logging.getLogger("tests.integration.harness")
 
@@ -374,25 +369,6 @@ def run_django_command(args: list[str], env: Mapping[str, str], log_path: Path) 
 # --------------------------------------------------------------------------- lighttpd
 
 
-def render_lighttpd_conf(template: str, values: Mapping[str, str | int]) -> str:
-    """Rewrite the ``var.NAME = ...`` lines of the shipped config, and nothing else."""
-    missing = set(values)
-
-    def replace(match: re.Match) -> str:
-        name = match.group(1)
-        if name not in values:
-            return match.group(0)
-        missing.discard(name)
-        value = values[name]
-        rendered = str(value) if isinstance(value, int) else json.dumps(str(value))
-        return f"var.{name} = {rendered}"
-
-    text = re.sub(r"^var\.(\w+)\s*=.*$", replace, template, flags=re.MULTILINE)
-    if missing:
-        raise HarnessError(f"{LIGHTTPD_CONF} has no var line for {sorted(missing)}")
-    return text
-
-
 class Lighttpd:
     """lighttpd running ``conf/lighttpd.conf`` with its var lines pointed at ``socket_path``."""
 
@@ -524,215 +500,3 @@ class Site:
         except OSError:
             return False
         return status == 200
-
-
-# --------------------------------------------------------------------------- load client
-
-
-@dataclass(frozen=True)
-class Account:
-    username: str
-    password: str
-
-
-@dataclass
-class LoadResult:
-    """What a load run saw; every unexpected answer is one line in ``errors``."""
-
-    requests: int = 0
-    errors: list[str] = field(default_factory=list)
-    statuses: Counter = field(default_factory=Counter)
-    written: set[str] = field(default_factory=set)
-    children: set[int] = field(default_factory=set)
-    backends_by_child: dict[int, set[int]] = field(default_factory=dict)
-    elapsed: float = 0.0
-
-    def merge(self, other: LoadResult) -> None:
-        self.requests += other.requests
-        self.errors.extend(other.errors)
-        self.statuses.update(other.statuses)
-        self.written |= other.written
-        self.children |= other.children
-        for child, backends in other.backends_by_child.items():
-            self.backends_by_child.setdefault(child, set()).update(backends)
-
-    def summary(self, limit: int = 15) -> str:
-        lines = [f"{self.requests} requests in {self.elapsed:.1f}s, statuses {dict(self.statuses)},"
-                 f" {len(self.children)} server processes, {len(self.errors)} errors"]
-        lines += self.errors[:limit]
-        if len(self.errors) > limit:
-            lines.append(f"... and {len(self.errors) - limit} more")
-        return "\n".join(lines)
-
-
-class UnexpectedAnswer(Exception):
-    """A response that a correct server could not have sent to this client."""
-
-
-class Client:
-    """One browser-like HTTP client: its own keep-alive connection and cookie jar."""
-
-    OPERATIONS = ("whoami", "query", "write")
-
-    def __init__(self, url: str, account: Account, number: int, key_prefix: str,
-                 timeout: float) -> None:
-        host, port = url.removeprefix("http://").split(":")
-        self._address = (host, int(port))
-        self._timeout = timeout
-        self._conn: http.client.HTTPConnection | None = None
-        self.account = account
-        self.name = f"client{number}({account.username})"
-        self.nonce = secrets.token_hex(8)
-        self.cookies: dict[str, str] = {}
-        self._key_prefix = f"{key_prefix}-{number}-"
-        self._sequence = 0
-        self.result = LoadResult()
-
-    def log_in(self) -> bool:
-        """Log in with a fresh session; False (and an error recorded) if that failed."""
-        return self._step("login", self.login)
-
-    def run(self, count: int, deadline: float, stop: threading.Event) -> None:
-        """Make up to ``count`` requests cycling through OPERATIONS."""
-        try:
-            for index in range(count):
-                if stop.is_set():
-                    return
-                if time.monotonic() > deadline:
-                    self.result.errors.append(
-                        f"{self.name}: deadline reached after {index} of {count} requests")
-                    return
-                operation = self.OPERATIONS[index % len(self.OPERATIONS)]
-                self._step(operation, getattr(self, operation))
-        finally:
-            self._close()
-
-    def login(self) -> None:
-        answer = self._call("POST", "/login", {
-            "username": self.account.username, "password": self.account.password,
-            "nonce": self.nonce,
-        })
-        self._expect(answer, "user", self.account.username)
-
-    def whoami(self) -> None:
-        answer = self._call("GET", "/whoami")
-        self._expect(answer, "user", self.account.username)
-        self._expect(answer, "nonce", self.nonce)
-
-    def query(self) -> None:
-        token = secrets.token_hex(8)
-        answer = self._call("GET", "/query?" + urlencode({"token": token}))
-        self._expect(answer, "token", token)
-        if answer.get("backend") is not None:
-            self.result.backends_by_child.setdefault(answer["pid"], set()).add(answer["backend"])
-
-    def write(self) -> None:
-        self._sequence += 1
-        key = f"{self._key_prefix}{self._sequence}"
-        answer = self._call("POST", "/write", {"key": key})
-        # The server committed the row before answering, whatever the body says.
-        self.result.written.add(key)
-        self._expect(answer, "key", key)
-
-    def _step(self, operation: str, action: Callable[[], None]) -> bool:
-        self.result.requests += 1
-        try:
-            action()
-        except UnexpectedAnswer as error:
-            self.result.errors.append(f"{self.name} {operation}: {error}")
-            return False
-        except (OSError, http.client.HTTPException) as error:
-            self.result.errors.append(f"{self.name} {operation}: {error!r}")
-            self._close()
-            return False
-        return True
-
-    def _call(self, method: str, path: str, form: Mapping[str, str] | None = None) -> dict:
-        status, body = self._send(method, path, form)
-        self.result.statuses[status] += 1
-        if status != 200:
-            raise UnexpectedAnswer(f"HTTP {status}: {body[:200]!r}")
-        try:
-            answer = json.loads(body)
-        except ValueError:
-            raise UnexpectedAnswer(f"not JSON: {body[:200]!r}") from None
-        self.result.children.add(answer.get("pid"))
-        return answer
-
-    def _send(self, method: str, path: str, form: Mapping[str, str] | None) -> tuple[int, bytes]:
-        if self._conn is None:
-            self._conn = http.client.HTTPConnection(*self._address, timeout=self._timeout)
-        headers = {}
-        if self.cookies:
-            headers["Cookie"] = "; ".join(f"{name}={value}" for name, value in self.cookies.items())
-        body = None
-        if form is not None:
-            body = urlencode(form)
-            headers["Content-Type"] = "application/x-www-form-urlencoded"
-        self._conn.request(method, path, body=body, headers=headers)
-        response = self._conn.getresponse()
-        data = response.read()
-        self._store_cookies(response.headers.get_all("Set-Cookie") or [])
-        return response.status, data
-
-    def _store_cookies(self, headers: Iterable[str]) -> None:
-        for header in headers:
-            jar = SimpleCookie()
-            jar.load(header)
-            for name, morsel in jar.items():
-                if morsel.value:
-                    self.cookies[name] = morsel.value
-                else:
-                    self.cookies.pop(name, None)
-
-    @staticmethod
-    def _expect(answer: dict, name: str, expected: str) -> None:
-        if answer.get(name) != expected:
-            raise UnexpectedAnswer(f"expected {name}={expected!r}, got {answer!r}")
-
-    def _close(self) -> None:
-        if self._conn is not None:
-            self._conn.close()
-            self._conn = None
-
-
-def run_load(url: str, accounts: list[Account], *, clients: int = 8, requests: int = 2000,
-             seconds: float = 120.0, request_timeout: float = 10.0,
-             stop_after_errors: int | None = None, key_prefix: str | None = None) -> LoadResult:
-    """Run ``clients`` concurrent logged-in clients for ``requests`` requests in total.
-
-    Client ``n`` logs in as ``accounts[n % len(accounts)]``, so several clients
-    share a user but each has a session of its own.  The clients log in one
-    after the other, like users arriving over the day, and then all make
-    requests at once.  The run ends when all requests are made, after
-    ``seconds`` (which counts as an error), or once ``stop_after_errors``
-    errors were seen.
-    """
-    key_prefix = key_prefix or secrets.token_hex(6)
-    per_client = -(-requests // clients)
-    start = time.monotonic()
-    deadline = start + seconds
-    stop = threading.Event()
-    workers = [Client(url, accounts[n % len(accounts)], n, key_prefix, request_timeout)
-               for n in range(clients)]
-    logged_in = [worker for worker in workers if worker.log_in()]
-    threads = [threading.Thread(target=worker.run, args=(per_client, deadline, stop),
-                                name=worker.name, daemon=True)
-               for worker in logged_in]
-    for thread in threads:
-        thread.start()
-    while any(thread.is_alive() for thread in threads):
-        if stop_after_errors and sum(len(w.result.errors) for w in workers) >= stop_after_errors:
-            stop.set()
-        # A client can overrun the deadline by at most one request timeout.
-        if time.monotonic() > deadline + request_timeout + 5:
-            break
-        time.sleep(0.05)
-    stop.set()
-    result = LoadResult()
-    for worker in workers:
-        result.merge(worker.result)
-    result.elapsed = time.monotonic() - start
-    if any(thread.is_alive() for thread in threads):
-        result.errors.append("some clients were still running after the deadline")
-    return result

@@ -8,7 +8,8 @@ nothing); safefcgi must serve every client its own answers.
 import pytest
 
 from .conftest import ACCOUNTS
-from .harness import LoadResult, PostgresCluster, Site, run_load, safefcgi_argv, stock_flup_argv
+from .harness import PostgresCluster, Site, safefcgi_argv, stock_flup_argv
+from .load import LoadResult, run_load
 
 pytestmark = pytest.mark.integration
 
@@ -104,7 +105,7 @@ def test_safefcgi_prefork_recycling_children_under_load_serves_without_errors(
 
 
 def test_safefcgi_threaded_serves_without_errors(serve, direct_env, postgres):
-    site = serve(direct_env, safefcgi_argv, "threaded", "--maxthreads", CLIENTS)
+    site = serve(direct_env, safefcgi_argv, "threaded")
 
     result = run_load(site.url, ACCOUNTS, clients=CLIENTS, requests=REQUESTS)
 
