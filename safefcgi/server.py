@@ -12,7 +12,7 @@ from .errors import EXIT_OK
 from .hooks import ForkHooks, Hook, load_hooks
 from .master import PreforkMaster
 from .process import change_directory, daemonize, pidfile, redirect_output
-from .protocol import FastCGIApplication, ThreadedFastCGIServer
+from .protocol import FastCGIApplication, Limits, ThreadedFastCGIServer
 from .sockets import open_listener
 
 log = logging.getLogger("safefcgi.server")
@@ -67,14 +67,22 @@ def build_fork_hooks(config: ServerConfig, application: object) -> ForkHooks:
 
 def serve_prefork(config: ServerConfig, application: object, sock, hooks: ForkHooks) -> int:
     app = FastCGIApplication(application, debug=config.debug, multithreaded=False,
-                             max_connections=config.maxchildren)
+                             max_connections=config.maxchildren, limits=protocol_limits(config),
+                             script_name=config.script_name)
     return PreforkMaster(config, sock, app, hooks).run()
 
 
 def serve_threaded(config: ServerConfig, application: object, sock) -> int:
     server = ThreadedFastCGIServer(application, debug=config.debug,
                                    min_spare=config.minspare, max_spare=config.maxspare,
-                                   max_threads=config.thread_limit)
+                                   max_threads=config.thread_limit,
+                                   limits=protocol_limits(config),
+                                   script_name=config.script_name)
     server.serve_forever(sock)
     log.info("threaded server stopped")
     return EXIT_OK
+
+
+def protocol_limits(config: ServerConfig) -> Limits:
+    return Limits(max_params_bytes=config.max_params_bytes,
+                  max_body_bytes=config.max_body_bytes, read_timeout=config.read_timeout)
