@@ -2,7 +2,7 @@ import os
 import time
 
 from django.http import HttpResponse
-from django.urls import path
+from django.urls import include, path
 
 
 def pid(request):
@@ -22,4 +22,5 @@ urlpatterns = [
     path("pid", pid),
     path("sleep", sleep),
     path("latin1", latin1_header),
+    path("", include("fixturesite_protocol_views")),
 ]
