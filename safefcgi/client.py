@@ -168,14 +168,20 @@ class Connection:
         return parse_response(records)
 
     def exchange(self, outgoing: Iterator[bytes], request_id: int) -> list[Record]:
-        """Send ``outgoing`` while collecting records up to END_REQUEST of ``request_id``."""
+        """Send ``outgoing`` while collecting records up to END_REQUEST of ``request_id``.
+
+        Like a web server, it sends the whole request even when the answer comes
+        first (a 413 before the body was read), so the connection stays usable.
+        """
         records: list[Record] = []
         pending = memoryview(next(outgoing, b""))
+        ended = False
         while True:
             for item in self.reader.records():
                 records.append(item)
-                if item.type == END_REQUEST and item.request_id == request_id:
-                    return records
+                ended = ended or (item.type == END_REQUEST and item.request_id == request_id)
+            if ended and not pending:
+                return records
             want_write = [self.sock] if pending else []
             readable, writable, _ = select.select([self.sock], want_write, [], self.timeout)
             if not readable and not writable:
@@ -184,13 +190,15 @@ class Connection:
                 data = self.sock.recv(262144)
                 if not data:
                     self.closed_by_server = True
+                    if ended:
+                        return records
                     raise ConnectionError("the server closed the connection without "
                                           "END_REQUEST")
                 self.reader.feed(data)
             if writable:
                 try:
                     sent = self.sock.send(pending)
-                except BrokenPipeError:
+                except (BrokenPipeError, ConnectionResetError):
                     pending = memoryview(b"")  # the server stopped reading; collect its answer
                     continue
                 pending = pending[sent:] or memoryview(next(outgoing, b""))

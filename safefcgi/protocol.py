@@ -311,6 +311,7 @@ class Request:
         self.app = connection.app
         self.id = request_id
         self.params: dict[str, str] = {}
+        self.content_length: int | None = None
         self.stdin_done = False
         self.body_bytes = 0
         self.aborted = False
@@ -359,7 +360,7 @@ class Request:
         """The next piece of STDIN, b"" at its end (the source of wsgi.input)."""
         if self.stdin_done or self.aborted:
             return b""
-        limit = self.app.limits.max_body_bytes
+        limit = self.body_limit
         while True:
             record = self.next_record()
             if record.type == RecordType.DATA:
@@ -373,8 +374,20 @@ class Request:
             self.body_bytes += len(record.content)
             if limit and self.body_bytes > limit:
                 raise self.connection.fail(RequestBodyTooLarge(
-                    f"request body exceeds --max-body-bytes ({limit} bytes)"))
+                    f"request body exceeds --max-body-bytes ({self.app.limits.max_body_bytes} "
+                    "bytes)"))
             return record.content
+
+    @property
+    def body_limit(self) -> int:
+        """How much STDIN is accepted (0: no limit).
+
+        --max-body-bytes, or the declared CONTENT_LENGTH when that is larger:
+        a body refused with 413 is still read to its end, so that the web
+        server can deliver the answer and reuse the connection.
+        """
+        limit = self.app.limits.max_body_bytes
+        return limit and max(limit, self.content_length or 0)
 
     def finish_stdin(self) -> bool:
         """Read what is left of STDIN; True if the connection can carry another request."""
@@ -397,16 +410,17 @@ class Request:
             self.end()
             self.complete = True
             return
-        length, problem = self._check_body_length(self.params.get("CONTENT_LENGTH", ""))
+        self.content_length, problem = self._check_body_length(
+            self.params.get("CONTENT_LENGTH", ""))
         if problem is not None:
             self.emit(problem, final=True)
         else:
-            self.run_application(length)
+            self.run_application(self.content_length)
         if self.connection.failure is None:
             self.complete = self.finish_stdin()
 
     def _check_body_length(self, text: str) -> tuple[int | None, bytes | None]:
-        """(CONTENT_LENGTH, None), or (None, a whole error response to send instead)."""
+        """(CONTENT_LENGTH, None), or (CONTENT_LENGTH, a whole response to send instead)."""
         if not text.strip():
             return None, None
         try:
@@ -420,8 +434,8 @@ class Request:
         if limit and length > limit:
             log.warning("request body of %d bytes refused: --max-body-bytes is %d",
                         length, limit)
-            return None, simple_response("413 Content Too Large",
-                                         f"Request body larger than {limit} bytes")
+            return length, simple_response("413 Content Too Large",
+                                           f"Request body larger than {limit} bytes")
         return length, None
 
     def run_application(self, content_length: int | None) -> None:
