@@ -444,6 +444,8 @@ class Request:
                                 multithread=self.app.multithreaded,
                                 multiprocess=not self.app.multithreaded,
                                 script_name=self.app.script_name)
+        # Which request this is on its connection (1 without FCGI_KEEP_CONN).
+        environ["safefcgi.connection_requests"] = self.connection.requests_served + 1
         writer = ResponseWriter(self.emit)
         try:
             run_application(self.app.application, environ, writer)

@@ -31,6 +31,7 @@ def echo(request, rest):
         "script_name": meta.get("SCRIPT_NAME"), "query": request.GET.dict(),
         "method": request.method, "scheme": request.scheme, "pid": os.getpid(),
         "body": request.body.decode("utf-8", "replace") if request.method != "GET" else "",
+        "connection_requests": meta.get("safefcgi.connection_requests"),
     })
 
 
