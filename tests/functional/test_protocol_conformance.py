@@ -302,3 +302,26 @@ def test_end_request_carries_the_request_id_it_ends(server, pid):
         records, _ = read_until_closed(sock)
     assert {r.request_id for r in records} == {513}
     assert struct.unpack("!LB3x", records[-1].content) == (0, 0)
+
+
+@pytest.mark.skipif(AGAINST_FLUP, reason="needs safefcgi's --after-fork")
+def test_requests_pass_wsgiref_validate_end_to_end(tmp_path):
+    server = start(tmp_path, "--maxchildren", "1", "--after-fork", "validating_app.install")
+    try:
+        boundary = "b0undary"
+        upload = (f'--{boundary}\r\nContent-Disposition: form-data; name="file"; '
+                  f'filename="a.txt"\r\n\r\n{"z" * 5000}\r\n--{boundary}--\r\n').encode()
+        responses = [
+            server.get("/p/echo/café?q=1"),
+            server.get("/p/raw", method="POST", body=b"r" * 300_000),
+            server.get("/p/upload", method="POST", body=upload,
+                       headers={"Content-Type": f"multipart/form-data; boundary={boundary}"}),
+            server.get("/p/stream?count=3&size=5"),
+            server.get("/latin1"),
+            server.get("/p/big?size=200000"),
+        ]
+        log = server.log
+    finally:
+        server.stop()
+    assert [r.status for r in responses] == [200] * len(responses), log
+    assert "AssertionError" not in log and "WSGIWarning" not in log, log
