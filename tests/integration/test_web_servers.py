@@ -139,10 +139,14 @@ def start_safefcgi(base_dir: Path, *options: str) -> tuple[Process, Path]:
          "--pythonpath", PROJECT, "--socket", socket_path, "--maxchildren", "3", *options],
         base_dir / "server.log", env={**os.environ, "FIXTURESITE_HOOK_LOG": str(hook_log)},
     ).start()
-    wait_until(lambda: socket_path.exists() or not process.is_running(), 30,
-               "safefcgi to create its socket")
-    if not process.is_running():
-        raise HarnessError("safefcgi exited:\n" + tail(process.log_path))
+    try:
+        wait_until(lambda: socket_path.exists() or not process.is_running(), 30,
+                   "safefcgi to create its socket")
+        if not process.is_running():
+            raise HarnessError("safefcgi exited:\n" + tail(process.log_path))
+    except HarnessError:
+        process.stop()
+        raise
     return process, socket_path
 
 
@@ -166,7 +170,8 @@ def fronts(tmp_path_factory):
                                               fix_root_scriptname=False),
         }
         for front in fronts.values():
-            started.append(front.start())
+            started.append(front)  # before start(): a front that fails half-way is stopped too
+            front.start()
         yield {name: (front.port, rooted if name.endswith("unfixed-root") else server)
                for name, front in fronts.items()} | {"socket": socket_path, "server": server}
     finally:
