@@ -93,6 +93,12 @@ class ChildWorker:
             if "listener" in ready and not self._accept_and_serve():
                 return
 
+    def _should_stop(self) -> bool:
+        """Stop asked for by a signal, a STOP message or the master closing our channel."""
+        if not self._stop_requested and not self._read_channel():
+            self._stop_requested = True
+        return self._stop_requested
+
     # -- the channel ------------------------------------------------------------------
 
     def _read_channel(self) -> bool:
@@ -156,7 +162,9 @@ class ChildWorker:
             conn.close()
             return
         self._report(ch.BUSY)
-        serve_connection(self.app, conn, addr)  # accepted means served, master or not
+        # accepted means served, master or not; a kept-open connection is let go
+        # between requests once a stop is asked for
+        serve_connection(self.app, conn, addr, stop_requested=self._should_stop)
 
     def _serve_backlog(self) -> None:
         """On stop: serve what already waits in the listen backlog, then return."""

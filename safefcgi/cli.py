@@ -92,7 +92,36 @@ def make_parser() -> argparse.ArgumentParser:
     check.add_argument("--pythonpath", action="append", default=[], metavar="DIR",
                        help="directory prepended to sys.path (repeatable)")
     check.add_argument("--json", action="store_true", help="print the report as JSON")
+    add_request_parser(commands)
     return parser
+
+
+def add_request_parser(commands) -> None:
+    """``safefcgi request``: one FastCGI request from the command line, like curl."""
+    request = commands.add_parser(
+        "request",
+        help="send one FastCGI request to a running server and print the response",
+        description="Send one request the way a web server would and print the CGI "
+        "response (headers, blank line, body). Exit status 1 if no response came back.",
+    )
+    where = request.add_mutually_exclusive_group(required=True)
+    where.add_argument("--socket", metavar="PATH", help="unix socket of the server")
+    where.add_argument("--host", metavar="HOST", help="TCP address of the server (with --port)")
+    request.add_argument("--port", metavar="PORT", type=int, help="TCP port of the server")
+    request.add_argument("-X", "--request", metavar="METHOD",
+                         help="request method (default: GET, or POST with -d)")
+    request.add_argument("-d", "--data", metavar="DATA",
+                         help="request body; @FILE reads a file, @- standard input")
+    request.add_argument("-H", "--header", metavar="'NAME: VALUE'", action="append",
+                         default=[], help="request header (repeatable)")
+    request.add_argument("--timeout", metavar="SECONDS", type=float, default=30.0,
+                         help="give up after this many seconds of silence (default: 30)")
+    request.add_argument("--body-only", action="store_true",
+                         help="print only the response body")
+    request.add_argument("-f", "--fail", action="store_true",
+                         help="exit with status 1 when the response status is 400 or more")
+    request.add_argument("path", metavar="PATH",
+                         help="request path, with a query string if any: /polls/?page=2")
 
 
 def translate_runfcgi_words(args: Sequence[str]) -> list[str]:
@@ -147,6 +176,8 @@ def config_from_namespace(namespace: argparse.Namespace) -> ServerConfig:
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``safefcgi`` console script."""
     argv = list(sys.argv[1:] if argv is None else argv)
+    if argv[:1] == ["request"]:
+        return request_command(argv)
     try:
         namespace = make_parser().parse_args(translate_runfcgi_words(argv))
         if namespace.command == "check":
@@ -187,6 +218,22 @@ def run_check(namespace: argparse.Namespace) -> int:
     else:
         print_report(report)
     return 1 if report.inherited else 0
+
+
+def request_command(argv: Sequence[str]) -> int:
+    """Run ``safefcgi request``; its words are not runfcgi words (``-d a=b`` is data)."""
+    from .client import run_request_command
+
+    try:
+        namespace = make_parser().parse_args(argv)
+        if (namespace.host is None) != (namespace.port is None):
+            raise ConfigError("--host and --port go together: give both")
+        if not namespace.path.startswith("/"):
+            raise ConfigError(f"PATH must start with /, got {namespace.path!r}")
+    except ConfigError as exc:
+        print(f"safefcgi request: error: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    return run_request_command(namespace)
 
 
 if __name__ == "__main__":  # pragma: no cover - python -m safefcgi.cli

@@ -98,6 +98,28 @@ def _client_list(text: str) -> tuple[str, ...]:
     return entries
 
 
+SIZE_SUFFIXES = {"": 1, "k": 1024, "m": 1024 ** 2, "g": 1024 ** 3}
+
+
+def _size(text: str) -> int:
+    """A byte count, with an optional K, M or G suffix (powers of 1024)."""
+    word = str(text).strip().lower().removesuffix("b")
+    number, suffix = (word[:-1], word[-1]) if word[-1:] in SIZE_SUFFIXES else (word, "")
+    try:
+        value = int(number)
+    except ValueError:
+        raise ValueError("expected a number of bytes such as 1048576 or 1M") from None
+    if value < 0:
+        raise ValueError("must not be negative")
+    return value * SIZE_SUFFIXES[suffix]
+
+
+def _mount_point(text: str) -> str:
+    if not str(text).startswith("/"):
+        raise ValueError("expected a URL path starting with / (just / for the whole site)")
+    return str(text).rstrip("/")
+
+
 def _text(text: str) -> str:
     if not str(text).strip():
         raise ValueError("must not be empty")
@@ -177,6 +199,21 @@ OPTIONS: tuple[Option, ...] = (
            "TCP peers allowed to connect: addresses or networks, comma separated "
            "(default: FCGI_WEB_SERVER_ADDRS, else anyone)", runfcgi=False,
            metavar="ADDR[,ADDR]"),
+    # -- FastCGI input limits and WSGI paths (safefcgi.protocol) --
+    Option("max_params_bytes", _size, 1024 ** 2,
+           "most bytes of FastCGI params (CGI variables, HTTP headers) per request; "
+           "more closes the connection; 0 means no limit", runfcgi=False, metavar="BYTES"),
+    Option("max_body_bytes", _size, 1024 ** 3,
+           "largest request body; a larger one is answered 413 without running Django; "
+           "0 means no limit", runfcgi=False, metavar="BYTES"),
+    Option("read_timeout", _seconds, 30.0,
+           "seconds the web server may go silent (or stop reading) before its "
+           "connection is closed; also the idle limit of kept-open connections; 0 waits "
+           "forever", runfcgi=False, metavar="SECONDS"),
+    Option("script_name", _mount_point, None,
+           "URL prefix the site is mounted at (/ for the whole site): SCRIPT_NAME and "
+           "PATH_INFO are then split there, whatever split the web server sent",
+           runfcgi=False, metavar="PREFIX"),
 )
 
 OPTIONS_BY_NAME = {option.name: option for option in OPTIONS}
@@ -216,6 +253,10 @@ class ServerConfig:
     socket_mode: int | None = None
     socket_owner: str | None = None
     allowed_clients: tuple[str, ...] | None = None
+    max_params_bytes: int = 1024 ** 2
+    max_body_bytes: int = 1024 ** 3
+    read_timeout: float = 30.0
+    script_name: str | None = None
     explicit: frozenset[str] = field(default=frozenset(), compare=False)
 
     @property

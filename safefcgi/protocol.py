@@ -1,288 +1,527 @@
-"""The FastCGI wire protocol: the one module that imports flup.
+"""The FastCGI connection handler: the one module that imports flup.
 
-flup6 (2015) does the record framing well enough, but some of it is wrong on
-Python 3, and those parts are overridden here:
+flup6 (2015) is kept for what it still does well, the threaded mode's thread
+pool and accept loop. Its record handling is replaced, because on Python 3 it
 
-* response headers were encoded as ASCII, so a valid latin-1 header value
-  crashed the request; they are latin-1 here, as PEP 3333 says;
-* a crashing application got a ``cgitb`` page (``cgitb`` is gone in Python
-  3.13) and, without debug, an error page served with status 200; here it is a
-  plain ``500`` page, and a traceback only with ``--debug``;
-* an unknown management record raised ``NameError`` inside flup and killed the
-  child; here it is answered with FCGI_UNKNOWN_TYPE;
-* FCGI_GET_VALUES was never answered (bytes names looked up as str keys);
-* any other malformed input ends that one connection with a log line, and the
-  child goes on serving.
+* decoded PARAMS record by record, so a name-value pair split across two
+  records was garbled, and it kept every byte of a request body it had read;
+* never answered FCGI_ABORT_REQUEST or FCGI_GET_VALUES, and died with a
+  NameError on an unknown management record;
+* encoded response headers as ASCII, so a valid latin-1 value crashed the
+  request, and sent a ``cgitb`` page (``cgitb`` is gone in Python 3.13);
+* wrote records of at most 8 KiB, each with three system calls;
+* had no limits and no timeouts: a silent web server held a child forever.
+
+Here a connection is read through one buffer (``records.RecordReader``), a
+request runs as soon as its PARAMS are complete, its body is streamed to the
+application as it reads, and each block of the response leaves in one send
+as records of up to 65535 bytes, the last block together with END_REQUEST.
+Bad input ends that one connection with one log line; the child goes on.
 """
 
 from __future__ import annotations
 
-import errno
-import html
 import logging
+import select
 import socket
 import struct
 import sys
-import traceback
-from collections.abc import Callable, Iterable
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
-from flup.server import fcgi as flup_threaded
-from flup.server import fcgi_base
+from flup.server.threadedserver import ThreadedServer
+
+from .records import (
+    KEEP_CONN,
+    NULL_REQUEST_ID,
+    ProtocolError,
+    ProtocolStatus,
+    Record,
+    RecordReader,
+    RecordType,
+    Role,
+    decode_pairs,
+    encode_pairs,
+    encode_record,
+    encode_stream,
+    encode_stream_end,
+    end_request,
+    parse_begin_request,
+    unknown_type,
+)
+from .wsgi import (
+    PLAIN_500,
+    RequestBody,
+    RequestBodyTooLarge,
+    ResponseWriter,
+    WSGIApp,
+    build_environ,
+    run_application,
+    simple_response,
+    traceback_page,
+)
 
 log = logging.getLogger("safefcgi.protocol")
 
-WSGIApp = Callable[[dict, Callable], Iterable[bytes]]
-
-# Largest content a FastCGI record may carry is 65535 bytes; keep a multiple of 8.
-MAX_RECORD_CONTENT = 65528
-CLIENT_GONE = (BrokenPipeError, ConnectionResetError)
-
-PLAIN_500 = (
-    b"Status: 500 Internal Server Error\r\n"
-    b"Content-Type: text/plain; charset=utf-8\r\n"
-    b"Content-Length: 22\r\n\r\n"
-    b"Internal Server Error\n"
-)
+DEFAULT_MAX_PARAMS_BYTES = 1024 * 1024
+DEFAULT_MAX_BODY_BYTES = 1024 * 1024 * 1024
+DEFAULT_READ_TIMEOUT = 30.0
+RECV_SIZE = 256 * 1024
+SEND_BATCH = 1024 * 1024  # a huge block is encoded and sent a megabyte at a time
+STOP_POLL_SECONDS = 1.0
 
 
-class MalformedRecord(Exception):
-    """The peer sent bytes that are not a valid FastCGI record stream."""
+@dataclass(frozen=True)
+class Limits:
+    """What one web-server connection may make a child hold or wait for (0: no limit)."""
+
+    max_params_bytes: int = DEFAULT_MAX_PARAMS_BYTES
+    max_body_bytes: int = DEFAULT_MAX_BODY_BYTES
+    read_timeout: float = DEFAULT_READ_TIMEOUT
 
 
-class SafeConnection(fcgi_base.Connection):
-    """flup's connection, with its Python 3 bugs in management records fixed."""
-
-    def _do_get_values(self, inrec: fcgi_base.Record) -> None:
-        # flup looked bytes names up in a dict of str keys and never answered.
-        outrec = fcgi_base.Record(fcgi_base.FCGI_GET_VALUES_RESULT)
-        pos, answer = 0, b""
-        while pos < inrec.contentLength:
-            pos, (name, _) = fcgi_base.decode_pair(inrec.contentData, pos)
-            value = self.server.capability.get(name.decode("latin-1"))
-            if value is not None:
-                answer += fcgi_base.encode_pair(name, str(value).encode("latin-1"))
-        outrec.contentData = answer
-        outrec.contentLength = len(answer)
-        self.writeRecord(outrec)
-
-    def _do_unknown_type(self, inrec: fcgi_base.Record) -> None:
-        outrec = fcgi_base.Record(fcgi_base.FCGI_UNKNOWN_TYPE)
-        outrec.contentData = struct.pack(fcgi_base.FCGI_UnknownTypeBody, inrec.type)
-        outrec.contentLength = fcgi_base.FCGI_UnknownTypeBody_LEN
-        self.writeRecord(outrec)
+class PeerClosed(ConnectionError):
+    """The web server closed the connection while more was expected."""
 
 
-class SafeRequest(fcgi_base.Request):
-    """flup's request, minus its Python 3 crash when the application raises.
+class PeerTimedOut(TimeoutError):
+    """The web server sent (or accepted) nothing for --read-timeout seconds."""
 
-    flup printed the traceback as text into a bytes stream, which raised a
-    second TypeError and took the child down.
+
+class ResponseCutShort(Exception):
+    """The application failed mid-response (already logged): close without END_REQUEST."""
+
+
+class RequestAborted(ConnectionAbortedError):
+    """The web server sent FCGI_ABORT_REQUEST for the request being served.
+
+    A ConnectionError, so an application reading the body sees a failed read.
     """
 
-    def run(self) -> None:
-        try:
-            protocol_status, app_status = self.server.handler(self)
-        except Exception:  # noqa: BLE001 - any application error becomes a 500
-            if self.stdout.dataWritten:
-                log.error("request %s %s raised after its response started; response cut "
-                          "short", self.params.get("REQUEST_METHOD"),
-                          self.params.get("REQUEST_URI"), exc_info=True)
-            else:
-                self.server.error(self)
-            protocol_status, app_status = fcgi_base.FCGI_REQUEST_COMPLETE, 0
-        try:
-            self._flush()
-            self._end(app_status, protocol_status)
-        except CLIENT_GONE:
-            log.info("web server closed the connection before the response ended")
 
-
-class _ResponseWriter:
-    """start_response/write for one request; headers travel with the first body bytes."""
-
-    def __init__(self, stdout: fcgi_base.OutputStream):
-        self._stdout = stdout
-        self._head: bytes | None = None
-        self.headers_sent = False
-
-    def start_response(self, status: str, headers: list[tuple[str, str]],
-                       exc_info: Any = None) -> Callable[[bytes], None]:
-        if exc_info is not None:
-            try:
-                if self.headers_sent:
-                    raise exc_info[1].with_traceback(exc_info[2])
-            finally:
-                exc_info = None
-        elif self._head is not None:
-            raise AssertionError("start_response() called twice without exc_info")
-        self._head = _encode_head(status, headers)
-        return self.write
-
-    def write(self, data: bytes) -> None:
-        if self._head is None:
-            raise AssertionError("write() before start_response()")
-        if not isinstance(data, bytes | bytearray | memoryview):
-            raise TypeError(f"response body must be bytes, not {type(data).__name__}")
-        if not self.headers_sent:
-            data = self._head + data
-            self.headers_sent = True
-        if data:
-            self._stdout.write(bytes(data))
-
-    def finish(self) -> None:
-        """Send the headers of an empty response."""
-        if not self.headers_sent:
-            self.write(b"")
-
-
-def _encode_head(status: str, headers: list[tuple[str, str]]) -> bytes:
-    if not isinstance(status, str) or len(status) < 5 or not status[:3].isdigit() \
-            or status[3] != " ":
-        raise ValueError(f"invalid WSGI status {status!r}")
-    lines = [b"Status: " + status.encode("latin-1")]
-    for name, value in headers:
-        if not isinstance(name, str) or not isinstance(value, str):
-            raise TypeError(f"header {name!r} must be a pair of str")
-        lines.append(name.encode("latin-1") + b": " + value.encode("latin-1"))
-    return b"\r\n".join(lines) + b"\r\n\r\n"
-
-
-class FastCGIApplication(fcgi_base.BaseFCGIServer):
-    """Speaks FastCGI for one WSGI application; safefcgi's master owns the sockets."""
-
-    maxwrite = MAX_RECORD_CONTENT + fcgi_base.FCGI_HEADER_LEN
-    request_class = SafeRequest
+class FastCGIApplication:
+    """A WSGI application as served over FastCGI, with its limits and advertised capacity."""
 
     def __init__(self, application: WSGIApp, *, debug: bool, multithreaded: bool,
-                 max_connections: int):
-        super().__init__(application, multithreaded=multithreaded,
-                         multiprocess=not multithreaded, bindAddress="unused",
-                         debug=debug)
-        self._connectionClass = SafeConnection
-        self.capability = {
-            fcgi_base.FCGI_MAX_CONNS: max_connections,
-            fcgi_base.FCGI_MAX_REQS: max_connections,
-            fcgi_base.FCGI_MPXS_CONNS: 0,
+                 max_connections: int, limits: Limits | None = None,
+                 script_name: str | None = None):
+        self.application = application
+        self.debug = debug
+        self.multithreaded = multithreaded
+        self.limits = limits or Limits()
+        self.script_name = script_name
+        # What FCGI_GET_VALUES reports: one request per connection, no multiplexing.
+        self.capabilities = {
+            "FCGI_MAX_CONNS": str(max_connections),
+            "FCGI_MAX_REQS": str(max_connections),
+            "FCGI_MPXS_CONNS": "0",
         }
 
-    def handler(self, req: fcgi_base.Request) -> tuple[int, int]:
-        """Run the WSGI application for one request (PEP 3333)."""
-        if req.role not in self.roles:
-            return fcgi_base.FCGI_UNKNOWN_ROLE, 0
-        environ = self._build_environ(req)
-        writer = _ResponseWriter(req.stdout)
-        try:
-            result = self.application(environ, writer.start_response)
-            try:
-                for chunk in result:
-                    if chunk:
-                        writer.write(chunk)
-                writer.finish()
-            finally:
-                close = getattr(result, "close", None)
-                if close is not None:
-                    close()
-        except CLIENT_GONE:
-            log.info("client went away during %s %s", environ.get("REQUEST_METHOD"),
-                     environ.get("REQUEST_URI", environ.get("PATH_INFO")))
-        return fcgi_base.FCGI_REQUEST_COMPLETE, 0
-
-    def _build_environ(self, req: fcgi_base.Request) -> dict[str, Any]:
-        environ = req.params
-        environ.update(self.environ)
-        environ["wsgi.version"] = (1, 0)
-        environ["wsgi.input"] = req.stdin
-        environ["wsgi.errors"] = sys.stderr
-        environ["wsgi.multithread"] = self.multithreaded
-        environ["wsgi.multiprocess"] = self.multiprocess
-        environ["wsgi.run_once"] = False
-        https = environ.get("HTTPS", "off").lower() in ("on", "1")
-        environ["wsgi.url_scheme"] = "https" if https else "http"
-        self._sanitizeEnv(environ)
-        return environ
-
-    def error(self, req: fcgi_base.Request) -> None:
-        """The application raised before sending anything: answer 500, log the traceback."""
-        exc_type, exc, _ = sys.exc_info()
-        log.error("request %s %s raised %s", req.params.get("REQUEST_METHOD"),
-                  req.params.get("REQUEST_URI", req.params.get("PATH_INFO")),
-                  exc_type.__name__ if exc_type else "an error", exc_info=True)
-        if not self.debug:
-            req.stdout.write(PLAIN_500)
-            return
-        page = (
-            "<!DOCTYPE html><html><head><title>500 Internal Server Error</title></head>"
-            "<body><h1>Unhandled exception</h1><pre>"
-            + html.escape(traceback.format_exc())
-            + "</pre><p>Shown because safefcgi runs with --debug.</p></body></html>"
-        ).encode("utf-8")
-        req.stdout.write(
-            b"Status: 500 Internal Server Error\r\nContent-Type: text/html; charset=utf-8\r\n"
-            b"Content-Length: " + str(len(page)).encode() + b"\r\n\r\n" + page
-        )
+    def get_values(self, query: bytes) -> bytes:
+        """The FCGI_GET_VALUES_RESULT body for a query (names we do not know are left out)."""
+        names = decode_pairs(query)
+        return encode_pairs((name, self.capabilities[name]) for name in names
+                            if name in self.capabilities)
 
 
-def serve_connection(app: FastCGIApplication, sock: socket.socket, addr: Any) -> bool:
-    """Serve every request on one web-server connection; never raise for bad input.
+def serve_connection(app: FastCGIApplication, sock: socket.socket, addr: Any, *,
+                     stop_requested: Callable[[], bool] | None = None) -> bool:
+    """Serve every request on one web-server connection, then close it.
 
-    Returns False when the connection ended abnormally (logged as one line).
+    Never raises for bad input or a vanished peer: returns False after one log
+    line instead. ``stop_requested`` lets a kept-open connection (FCGI_KEEP_CONN)
+    end between requests when the server is stopping.
     """
-    sock.setblocking(True)
-    connection = SafeConnection(sock, addr, app)
+    connection = Connection(app, sock, stop_requested)
     try:
-        connection.run()
+        connection.serve()
         return True
-    except CLIENT_GONE:
-        log.info("web server closed the connection mid-request")
-    except (struct.error, IndexError, ValueError, UnicodeError) as exc:
+    except ResponseCutShort:
+        pass
+    except ProtocolError as exc:
         log.warning("malformed FastCGI input, connection closed: %s", exc)
+    except RequestBodyTooLarge as exc:
+        log.warning("%s; connection closed", exc)
+    except PeerTimedOut as exc:
+        log.warning("%s; connection closed", exc)
+    except PeerClosed as exc:
+        log.info("%s", exc)
+    except (BrokenPipeError, ConnectionResetError):
+        log.info("web server closed the connection before the response was complete")
     except OSError as exc:
-        if exc.errno not in (errno.EBADF, errno.ENOTCONN):
-            log.warning("connection error, connection closed: %s", exc)
-    _close_quietly(sock)
+        log.warning("connection error, connection closed: %s", exc)
+    except Exception:  # noqa: BLE001 - last line of defence: the child must keep serving
+        log.exception("internal error while serving a connection; connection closed")
+    finally:
+        connection.close()
     return False
 
 
-def _close_quietly(sock: socket.socket) -> None:
-    try:
-        sock.close()
-    except OSError:
-        pass
+class Connection:
+    """One web-server connection: reads records through one buffer, serves its requests."""
+
+    def __init__(self, app: FastCGIApplication, sock: socket.socket,
+                 stop_requested: Callable[[], bool] | None = None):
+        self.app = app
+        self.sock = sock
+        self.reader = RecordReader()
+        self.stop_requested = stop_requested
+        self.requests_served = 0
+        self.failure: BaseException | None = None  # why the connection is unusable
+
+    # -- I/O ----------------------------------------------------------------------------
+
+    def serve(self) -> None:
+        """Serve requests until the web server is done with the connection."""
+        self._configure_socket()
+        while self._wait_for_next_request():
+            record = self.read_record(between_requests=True)
+            if record is None:
+                return
+            if record.request_id == NULL_REQUEST_ID:
+                self.handle_management(record)
+            elif record.type == RecordType.BEGIN_REQUEST:
+                if not self.serve_request(record):
+                    return
+            # Anything else belongs to no active request: ignored, as the spec says.
+
+    def _configure_socket(self) -> None:
+        self.sock.setblocking(True)
+        timeout = self.app.limits.read_timeout
+        if timeout > 0:
+            # Kernel timeouts keep each recv/send one system call (Python's own
+            # socket timeout would poll() before every one of them).
+            seconds = int(timeout)
+            value = struct.pack("ll", seconds, int((timeout - seconds) * 1_000_000))
+            self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVTIMEO, value)
+            self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDTIMEO, value)
+
+    def read_record(self, between_requests: bool = False) -> Record | None:
+        """The next record; None when the web server ends the connection between requests."""
+        while (record := self.reader.next_record()) is None:
+            try:
+                data = self.sock.recv(RECV_SIZE)
+            except BlockingIOError:
+                if between_requests and not self.reader.buffered:
+                    return self._idle_timeout()
+                raise self.fail(PeerTimedOut(
+                    f"web server sent nothing for {self.app.limits.read_timeout:g} s "
+                    "in the middle of a request")) from None
+            if not data:
+                if between_requests and not self.reader.buffered:
+                    return None
+                where = "in the middle of a record" if self.reader.buffered \
+                    else "before the request was complete"
+                raise self.fail(PeerClosed(f"web server closed the connection {where}"))
+            self.reader.feed(data)
+        return record
+
+    def _idle_timeout(self) -> None:
+        if self.requests_served:
+            log.debug("kept-open connection idle for %g s, closed", self.app.limits.read_timeout)
+        else:
+            log.info("web server connected but sent nothing for %g s; connection closed",
+                     self.app.limits.read_timeout)
+        return None
+
+    def _wait_for_next_request(self) -> bool:
+        """Between requests on a kept-open connection, notice a stop of the server."""
+        # The first request of a connection is always served: it was accepted.
+        if self.stop_requested is None or not self.requests_served or self.reader.buffered:
+            return True
+        timeout = self.app.limits.read_timeout
+        deadline = time.monotonic() + timeout if timeout > 0 else None
+        while not self.stop_requested():
+            wait = STOP_POLL_SECONDS
+            if deadline is not None:
+                wait = min(wait, max(deadline - time.monotonic(), 0))
+            readable, _, _ = select.select([self.sock], [], [], wait)
+            if readable or (deadline is not None and time.monotonic() >= deadline):
+                return True  # read_record() reports data, EOF or the idle timeout
+        log.debug("server stopping: kept-open connection closed between requests")
+        return False
+
+    def send(self, data: bytes) -> None:
+        try:
+            self.sock.sendall(data)
+        except BlockingIOError:
+            raise self.fail(PeerTimedOut(
+                f"web server accepted no response data for {self.app.limits.read_timeout:g} s"
+            )) from None
+        except OSError as exc:
+            raise self.fail(exc) from None
+
+    def send_pieces(self, pieces: list[bytes | memoryview]) -> None:
+        """Send encoded records in as few sends as memory allows."""
+        batch: list[bytes | memoryview] = []
+        size = 0
+        for piece in pieces:
+            batch.append(piece)
+            size += len(piece)
+            if size >= SEND_BATCH:
+                self.send(b"".join(batch))
+                batch, size = [], 0
+        if batch:
+            self.send(b"".join(batch))
+
+    def fail(self, exc: BaseException) -> BaseException:
+        if self.failure is None:
+            self.failure = exc
+        return exc
+
+    def close(self) -> None:
+        try:
+            self.sock.close()
+        except OSError:
+            pass
+
+    # -- records outside a request ------------------------------------------------------
+
+    def handle_management(self, record: Record) -> None:
+        """Answer a management record (request id 0)."""
+        if record.type == RecordType.GET_VALUES:
+            self.send(encode_record(RecordType.GET_VALUES_RESULT, NULL_REQUEST_ID,
+                                    self.app.get_values(record.content)))
+        else:
+            self.send(unknown_type(record.type))
+
+    def serve_request(self, begin: Record) -> bool:
+        """Serve the request ``begin`` opens; True if the connection carries on."""
+        role, flags = parse_begin_request(begin.content)
+        keep_conn = bool(flags & KEEP_CONN)
+        if role != Role.RESPONDER:
+            log.warning("web server asked for FastCGI role %d; only the responder role is "
+                        "served", role)
+            self.send(end_request(begin.request_id, 0, ProtocolStatus.UNKNOWN_ROLE))
+            return keep_conn
+        request = Request(self, begin.request_id)
+        request.run()
+        self.requests_served += 1
+        if self.failure is not None:
+            raise self.failure
+        return keep_conn and request.complete
 
 
-class ThreadedFastCGIServer(FastCGIApplication, flup_threaded.WSGIServer):
-    """flup's threaded server on safefcgi's own listening socket and fixed handler."""
+class Request:
+    """One FastCGI request in the responder role, from PARAMS to END_REQUEST."""
+
+    def __init__(self, connection: Connection, request_id: int):
+        self.connection = connection
+        self.app = connection.app
+        self.id = request_id
+        self.params: dict[str, str] = {}
+        self.content_length: int | None = None
+        self.stdin_done = False
+        self.body_bytes = 0
+        self.aborted = False
+        self.ended = False  # END_REQUEST sent
+        self.complete = False  # ended, and every record of it read: the connection is reusable
+
+    # -- reading ------------------------------------------------------------------------
+
+    def next_record(self) -> Record:
+        """The next record of this request; others on the connection are dealt with."""
+        connection = self.connection
+        while True:
+            record = connection.read_record()
+            if record.request_id == self.id:
+                if record.type == RecordType.ABORT_REQUEST:
+                    self.aborted = True
+                    raise RequestAborted(f"web server aborted request {self.id}")
+                if record.type == RecordType.BEGIN_REQUEST:
+                    raise connection.fail(ProtocolError(
+                        f"BEGIN_REQUEST for request {self.id}, which is still active"))
+                return record
+            if record.request_id == NULL_REQUEST_ID:
+                connection.handle_management(record)
+            elif record.type == RecordType.BEGIN_REQUEST:
+                connection.send(end_request(record.request_id, 0,
+                                            ProtocolStatus.CANT_MPX_CONN))
+            # Records of a refused or unknown request id are ignored.
+
+    def read_params(self) -> dict[str, str]:
+        limit = self.app.limits.max_params_bytes
+        chunks, size = [], 0
+        while True:
+            record = self.next_record()
+            if record.type != RecordType.PARAMS:
+                raise self.connection.fail(ProtocolError(
+                    f"{record.describe()} before the end of its PARAMS"))
+            if not record.content:
+                return decode_pairs(b"".join(chunks))
+            size += len(record.content)
+            if limit and size > limit:
+                raise self.connection.fail(ProtocolError(
+                    f"PARAMS of request {self.id} exceed --max-params-bytes ({limit} bytes)"))
+            chunks.append(record.content)
+
+    def next_body_chunk(self) -> bytes:
+        """The next piece of STDIN, b"" at its end (the source of wsgi.input)."""
+        if self.stdin_done or self.aborted:
+            return b""
+        limit = self.body_limit
+        while True:
+            record = self.next_record()
+            if record.type == RecordType.DATA:
+                continue  # the filter role's second stream; a responder has none
+            if record.type != RecordType.STDIN:
+                raise self.connection.fail(ProtocolError(
+                    f"{record.describe()} while reading STDIN"))
+            if not record.content:
+                self.stdin_done = True
+                return b""
+            self.body_bytes += len(record.content)
+            if limit and self.body_bytes > limit:
+                raise self.connection.fail(RequestBodyTooLarge(
+                    f"request body exceeds --max-body-bytes ({self.app.limits.max_body_bytes} "
+                    "bytes)"))
+            return record.content
+
+    @property
+    def body_limit(self) -> int:
+        """How much STDIN is accepted (0: no limit).
+
+        --max-body-bytes, or the declared CONTENT_LENGTH when that is larger:
+        a body refused with 413 is still read to its end, so that the web
+        server can deliver the answer and reuse the connection.
+        """
+        limit = self.app.limits.max_body_bytes
+        return limit and max(limit, self.content_length or 0)
+
+    def finish_stdin(self) -> bool:
+        """Read what is left of STDIN; True if the connection can carry another request."""
+        try:
+            while self.next_body_chunk():
+                pass
+        except RequestAborted:
+            pass  # the web server gave up on a request that has ended anyway
+        except PeerClosed:
+            self.connection.failure = None  # the response was delivered; nothing to report
+            return False
+        return True
+
+    # -- the request --------------------------------------------------------------------
+
+    def run(self) -> None:
+        try:
+            self.params = self.read_params()
+        except RequestAborted:
+            self.end()
+            self.complete = True
+            return
+        self.content_length, problem = self._check_body_length(
+            self.params.get("CONTENT_LENGTH", ""))
+        if problem is not None:
+            self.emit(problem, final=True)
+        else:
+            self.run_application(self.content_length)
+        if self.connection.failure is None:
+            self.complete = self.finish_stdin()
+
+    def _check_body_length(self, text: str) -> tuple[int | None, bytes | None]:
+        """(CONTENT_LENGTH, None), or (CONTENT_LENGTH, a whole response to send instead)."""
+        if not text.strip():
+            return None, None
+        try:
+            length = int(text)
+            if length < 0:
+                raise ValueError
+        except ValueError:
+            log.warning("invalid CONTENT_LENGTH %r; answered 400", text[:40])
+            return None, simple_response("400 Bad Request", "Invalid Content-Length")
+        limit = self.app.limits.max_body_bytes
+        if limit and length > limit:
+            log.warning("request body of %d bytes refused: --max-body-bytes is %d",
+                        length, limit)
+            return length, simple_response("413 Content Too Large",
+                                           f"Request body larger than {limit} bytes")
+        return length, None
+
+    def run_application(self, content_length: int | None) -> None:
+        body = RequestBody(self.next_body_chunk, content_length)
+        environ = build_environ(self.params, body=body, errors=sys.stderr,
+                                multithread=self.app.multithreaded,
+                                multiprocess=not self.app.multithreaded,
+                                script_name=self.app.script_name)
+        # Which request this is on its connection (1 without FCGI_KEEP_CONN).
+        environ["safefcgi.connection_requests"] = self.connection.requests_served + 1
+        writer = ResponseWriter(self.emit)
+        try:
+            run_application(self.app.application, environ, writer)
+        except RequestAborted:
+            log.info("web server aborted %s", self.describe())
+        except Exception:  # noqa: BLE001 - any application error becomes a 500
+            if self.connection.failure is None:
+                self.application_failed(writer)
+            # else: our own read or write failed inside the application; raised below.
+        if self.connection.failure is not None:
+            raise self.connection.failure
+        self.end()
+
+    def application_failed(self, writer: ResponseWriter) -> None:
+        """Log the application's exception and answer 500 if the response has not started."""
+        if self.ended:
+            log.error("%s: the response's close() raised", self.describe(), exc_info=True)
+        elif writer.headers_sent:
+            log.error("%s raised after its response started; response cut short",
+                      self.describe(), exc_info=True)
+            # Without END_REQUEST the web server knows the response is incomplete.
+            self.connection.fail(ResponseCutShort())
+        else:
+            log.error("%s raised %s", self.describe(), sys.exc_info()[0].__name__,
+                      exc_info=True)
+            self.emit(traceback_page() if self.app.debug else PLAIN_500, final=True)
+
+    def describe(self) -> str:
+        method = self.params.get("REQUEST_METHOD", "?")
+        target = self.params.get("REQUEST_URI") or self.params.get("PATH_INFO", "?")
+        return f"request {method} {target}"
+
+    # -- writing ------------------------------------------------------------------------
+
+    def emit(self, data: bytes, final: bool) -> None:
+        """Send response bytes as STDOUT records; ``final`` adds the end of the request."""
+        if self.ended or self.connection.failure is not None:
+            return
+        if self.aborted:
+            if final:
+                self.end()
+            return
+        pieces = encode_stream(RecordType.STDOUT, self.id, data)
+        if final:
+            pieces.append(encode_stream_end(RecordType.STDOUT, self.id))
+            pieces.append(end_request(self.id))
+            self.ended = True
+        self.connection.send_pieces(pieces)
+
+    def end(self) -> None:
+        if not self.ended:
+            self.ended = True
+            self.connection.send(end_request(self.id))
+
+
+class ThreadedFastCGIServer:
+    """flup's thread pool and accept loop, each connection served by serve_connection()."""
 
     def __init__(self, application: WSGIApp, *, debug: bool, min_spare: int, max_spare: int,
-                 max_threads: int):
-        flup_threaded.WSGIServer.__init__(
-            self, application, multithreaded=True, multiprocess=False,
-            bindAddress="unused", debug=debug, minSpare=min_spare, maxSpare=max_spare,
-            maxThreads=max_threads,
-        )
-        self._connectionClass = SafeConnection
-        self._jobClass = _GuardedJob
-        self._jobArgs = (self,)
-        self.capability = {
-            fcgi_base.FCGI_MAX_CONNS: max_threads,
-            fcgi_base.FCGI_MAX_REQS: max_threads,
-            fcgi_base.FCGI_MPXS_CONNS: 0,
-        }
-        self._web_server_addrs = None
+                 max_threads: int, limits: Limits | None = None,
+                 script_name: str | None = None):
+        self.app = FastCGIApplication(application, debug=debug, multithreaded=True,
+                                      max_connections=max_threads, limits=limits,
+                                      script_name=script_name)
+        self._server = ThreadedServer(jobClass=_ConnectionJob, jobArgs=(self.app,),
+                                      minSpare=min_spare, maxSpare=max_spare,
+                                      maxThreads=max_threads)
 
     def serve_forever(self, sock: socket.socket) -> None:
         """Serve until SIGTERM/SIGINT/SIGHUP (flup's loop polls with a 1 s timeout)."""
-        from flup.server.threadedserver import ThreadedServer
-
-        ThreadedServer.run(self, sock)
-
-    def _isClientAllowed(self, addr: Any) -> bool:  # noqa: N802 - flup's hook name
-        return True
+        self._server.run(sock)
 
 
-class _GuardedJob:
-    """A thread-pool job that serves one connection without letting errors escape."""
+class _ConnectionJob:
+    """A thread-pool job: flup calls run() in a pool thread."""
 
     def __init__(self, sock: socket.socket, addr: Any, app: FastCGIApplication):
         self._sock = sock

@@ -20,7 +20,7 @@ from .master import InheritedChild, PreforkMaster
 from .peers import peer_filter
 from .privileges import children_identity, drop_privileges, resolve_owner
 from .process import change_directory, check_pidfile, daemonize, pidfile, redirect_output
-from .protocol import FastCGIApplication, ThreadedFastCGIServer
+from .protocol import FastCGIApplication, Limits, ThreadedFastCGIServer
 from .reload import Handover, Reloader, is_probe, take_handover
 from .sockets import Listener, adopt_fd, open_listener, set_socket_access
 
@@ -133,7 +133,8 @@ def build_fork_hooks(config: ServerConfig, application: object) -> ForkHooks:
 def serve_prefork(config: ServerConfig, application: object, listener: Listener,
                   hooks: ForkHooks, **master_options) -> int:
     app = FastCGIApplication(application, debug=config.debug, multithreaded=False,
-                             max_connections=config.maxchildren)
+                             max_connections=config.maxchildren, limits=protocol_limits(config),
+                             script_name=config.script_name)
     master = PreforkMaster(config, listener.sock, app, hooks,
                            stop_accepting=listener.stop_accepting, **master_options)
     return master.run()
@@ -142,7 +143,14 @@ def serve_prefork(config: ServerConfig, application: object, listener: Listener,
 def serve_threaded(config: ServerConfig, application: object, sock) -> int:
     server = ThreadedFastCGIServer(application, debug=config.debug,
                                    min_spare=config.minspare, max_spare=config.maxspare,
-                                   max_threads=config.thread_limit)
+                                   max_threads=config.thread_limit,
+                                   limits=protocol_limits(config),
+                                   script_name=config.script_name)
     server.serve_forever(sock)
     log.info("threaded server stopped")
     return EXIT_OK
+
+
+def protocol_limits(config: ServerConfig) -> Limits:
+    return Limits(max_params_bytes=config.max_params_bytes,
+                  max_body_bytes=config.max_body_bytes, read_timeout=config.read_timeout)

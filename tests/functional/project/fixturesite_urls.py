@@ -3,7 +3,7 @@ import sys
 import time
 
 from django.http import HttpResponse
-from django.urls import path
+from django.urls import include, path
 
 try:  # a module the reload tests write and rewrite in their own directory
     import fixturesite_code
@@ -47,4 +47,5 @@ urlpatterns = [
     path("pid", pid),
     path("sleep", sleep),
     path("latin1", latin1_header),
+    path("", include("fixturesite_protocol_views")),
 ]

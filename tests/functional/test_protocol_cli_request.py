@@ -1,0 +1,97 @@
+"""``safefcgi request`` against a running server, and the protocol options of ``run``."""
+
+import json
+import subprocess
+import sys
+
+import pytest
+
+from safefcgi.cli import parse_command_line
+from safefcgi.config import ServerConfig
+from safefcgi.errors import ConfigError
+from safefcgi.protocol import Limits
+
+from .protocol_helpers import start
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory):
+    server = start(tmp_path_factory.mktemp("cli"), "--maxchildren", "1")
+    yield server
+    server.stop()
+
+
+def safefcgi_request(*args, stdin=b""):
+    return subprocess.run([sys.executable, "-m", "safefcgi", "request", *args],
+                          input=stdin, capture_output=True, timeout=30)
+
+
+def test_prints_headers_then_body(server):
+    done = safefcgi_request("--socket", server.socket, "/p/echo/x?y=1")
+    assert done.returncode == 0, done.stderr
+    head, _, body = done.stdout.partition(b"\r\n\r\n")
+    assert head.startswith(b"Status: 200 OK\r\n") and b"Content-Type: application/json" in head
+    assert json.loads(body)["query"] == {"y": "1"}
+
+
+def test_method_data_and_headers(server):
+    done = safefcgi_request("--socket", server.socket, "-X", "PUT", "-d", "a=b&c=d",
+                            "-H", "X-Test: yes", "--body-only", "/p/echo/put")
+    answer = json.loads(done.stdout)
+    assert (answer["method"], answer["body"]) == ("PUT", "a=b&c=d")
+
+
+def test_data_from_standard_input_defaults_to_post(server):
+    done = safefcgi_request("--socket", server.socket, "-d", "@-", "--body-only",
+                            "/p/echo/stdin", stdin=b"piped")
+    answer = json.loads(done.stdout)
+    assert (answer["method"], answer["body"]) == ("POST", "piped")
+
+
+def test_fail_turns_an_error_status_into_exit_status_1(server):
+    assert safefcgi_request("--socket", server.socket, "/nowhere").returncode == 0
+    done = safefcgi_request("--socket", server.socket, "--fail", "/nowhere")
+    assert done.returncode == 1 and b"Status: 404" in done.stdout
+
+
+def test_unreachable_server_is_one_line_and_exit_status_1(tmp_path):
+    done = safefcgi_request("--socket", str(tmp_path / "absent.sock"), "/")
+    assert done.returncode == 1
+    assert done.stderr.decode().count("\n") == 1 and "absent.sock" in done.stderr.decode()
+
+
+@pytest.mark.parametrize("args", [
+    ["--host", "127.0.0.1", "/"], ["/"], ["--socket", "s", "--host", "h", "--port", "1", "/"],
+    ["--socket", "s", "no-slash"], ["--socket", "s", "-H", "x", "/"],
+])
+def test_usage_errors_exit_2(args):
+    assert safefcgi_request(*args).returncode == 2
+
+
+# -- the run options ---------------------------------------------------------------------
+
+
+def test_protocol_options_and_their_defaults():
+    default = parse_command_line(["run", "site.settings"])
+    assert (default.max_params_bytes, default.max_body_bytes, default.read_timeout,
+            default.script_name) == (1024 ** 2, 1024 ** 3, 30.0, None)
+    limits = Limits()
+    assert (limits.max_params_bytes, limits.max_body_bytes, limits.read_timeout) == \
+        (ServerConfig.max_params_bytes, ServerConfig.max_body_bytes, ServerConfig.read_timeout)
+    given = parse_command_line(["run", "site.settings", "--max-params-bytes", "64k",
+                                "--max-body-bytes", "2G", "--read-timeout", "2.5",
+                                "--script-name", "/app/"])
+    assert (given.max_params_bytes, given.max_body_bytes, given.read_timeout,
+            given.script_name) == (65536, 2 * 1024 ** 3, 2.5, "/app")
+    assert parse_command_line(["run", "site.settings", "--script-name", "/"]).script_name == ""
+
+
+@pytest.mark.parametrize("args, problem", [
+    (["--max-body-bytes", "lots"], "max_body_bytes"),
+    (["--max-params-bytes", "-1"], "max_params_bytes"),
+    (["--read-timeout", "-3"], "read_timeout"),
+    (["--script-name", "app"], "script_name"),
+])
+def test_bad_protocol_option_values_are_named(args, problem):
+    with pytest.raises(ConfigError, match=problem):
+        parse_command_line(["run", "site.settings", *args])

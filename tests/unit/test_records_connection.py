@@ -1,0 +1,178 @@
+"""The connection handler over a socketpair (a thread, no fork): sends, and fuzzing."""
+
+import logging
+import socket
+import threading
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from safefcgi import client
+from safefcgi.protocol import FastCGIApplication, Limits, serve_connection
+from safefcgi.records import ProtocolError, RecordReader, RecordType
+
+
+class CountingSocket(socket.socket):
+    """A real socket that counts sendall() calls: one per system call batch."""
+
+    sends: list[int]
+
+    def sendall(self, data, *args):
+        self.sends.append(len(data))
+        return super().sendall(data, *args)
+
+
+def blocks_app(blocks, buffered=True):
+    def app(environ, start_response):
+        environ["wsgi.input"].read()
+        start_response("200 OK", [("Content-Type", "text/plain")])
+        return list(blocks) if buffered else iter(blocks)
+    return app
+
+
+class LogLines(logging.Handler):
+    def __init__(self):
+        super().__init__(logging.INFO)
+        self.records = []
+
+    def emit(self, record):
+        self.records.append(record)
+
+
+@pytest.fixture
+def protocol_log():
+    handler = LogLines()
+    logger = logging.getLogger("safefcgi.protocol")
+    logger.addHandler(handler)
+    yield handler.records
+    logger.removeHandler(handler)
+
+
+def serve(app, incoming: bytes, limits=None):
+    """Run serve_connection on one end of a socketpair; return (records, sends, result)."""
+    ours, theirs = socket.socketpair()
+    server_sock = CountingSocket(theirs.family, theirs.type, fileno=theirs.detach())
+    server_sock.sends = []
+    fastcgi_app = FastCGIApplication(app, debug=False, multithreaded=False, max_connections=1,
+                                     limits=limits or Limits(read_timeout=2))
+    result = []
+    thread = threading.Thread(
+        target=lambda: result.append(serve_connection(fastcgi_app, server_sock, "")))
+    thread.start()
+    reader = RecordReader()
+    try:
+        ours.sendall(incoming)
+        ours.shutdown(socket.SHUT_WR)
+    except (BrokenPipeError, ConnectionResetError):
+        pass
+    ours.settimeout(10)
+    while True:
+        try:
+            data = ours.recv(65536)
+        except ConnectionResetError:
+            data = b""
+        if not data:
+            break
+        reader.feed(data)
+    thread.join(10)
+    assert not thread.is_alive(), "serve_connection did not return"
+    ours.close()
+    return list(reader.records()), server_sock.sends, result[0]
+
+
+def request_bytes(path="/", body=b"", keep_conn=False, request_id=1):
+    params = client.cgi_params(path, "POST" if body else "GET", content_length=len(body))
+    return (client.record(client.BEGIN_REQUEST, request_id,
+                          bytes([0, 1, 1 if keep_conn else 0]) + bytes(5))
+            + client.stream(client.PARAMS, request_id, client.encode_pairs(params))
+            + client.stream(client.STDIN, request_id, body))
+
+
+def test_a_small_response_is_one_send_with_its_end_request():
+    records, sends, ok = serve(blocks_app([b"hello"]), request_bytes())
+    assert ok and len(sends) == 1
+    assert [r.type for r in records] == [RecordType.STDOUT, RecordType.STDOUT,
+                                         RecordType.END_REQUEST]
+
+
+def test_a_streamed_response_is_one_send_per_block_plus_the_end():
+    _, sends, _ = serve(blocks_app([b"a" * 10, b"b" * 100_000, b"c"], buffered=False),
+                        request_bytes())
+    assert len(sends) == 4
+
+
+def test_a_megabyte_block_leaves_in_full_records_and_few_sends():
+    records, sends, _ = serve(blocks_app([b"z" * 1_000_000]), request_bytes())
+    assert len(sends) == 1
+    stdout = [len(r.content) for r in records if r.type == RecordType.STDOUT]
+    assert stdout[:-2] == [65535] * 15 and stdout[-1] == 0
+
+
+def test_keep_conn_requests_are_served_in_turn():
+    data = request_bytes("/a", keep_conn=True, request_id=1) + request_bytes("/b", request_id=2)
+    records, _, ok = serve(blocks_app([b"x"]), data)
+    assert ok
+    assert [(r.type, r.request_id) for r in records if r.type == RecordType.END_REQUEST] == \
+        [(3, 1), (3, 2)]
+
+
+def test_the_application_sees_the_body_it_was_sent():
+    seen = []
+
+    def app(environ, start_response):
+        seen.append(environ["wsgi.input"].read())
+        start_response("204 No Content", [])
+        return []
+
+    serve(app, request_bytes(body=b"q" * 200_000))
+    assert seen == [b"q" * 200_000]
+
+
+# -- fuzzing -----------------------------------------------------------------------------
+
+VALID = [request_bytes(), request_bytes(keep_conn=True), request_bytes(body=b"data"),
+         client.record(client.GET_VALUES, 0, client.encode_pairs({"FCGI_MAX_CONNS": ""})),
+         client.record(client.ABORT_REQUEST, 1)]
+pieces = st.lists(
+    st.one_of(
+        st.sampled_from(VALID),
+        st.builds(client.record, st.integers(0, 255), st.integers(0, 3), st.binary(max_size=64)),
+        st.binary(max_size=16),
+    ),
+    max_size=6,
+)
+
+
+@settings(max_examples=150, deadline=None)
+@given(pieces, st.booleans())
+def test_any_byte_stream_ends_in_a_return_and_at_most_one_log_line(parts, cut):
+    handler = LogLines()
+    logger = logging.getLogger("safefcgi.protocol")
+    logger.addHandler(handler)
+    try:
+        data = b"".join(parts)
+        if cut and data:
+            data = data[:-1]
+        records, _, result = serve(blocks_app([b"ok"]), data, Limits(read_timeout=1,
+                                                                    max_params_bytes=4096))
+    finally:
+        logger.removeHandler(handler)
+    assert result in (True, False)
+    assert len(handler.records) <= 1, [r.getMessage() for r in handler.records]
+    assert not [r for r in handler.records if "internal error" in r.getMessage()]
+    for record in records:  # whatever we sent back is well-formed
+        assert record.type in (RecordType.STDOUT, RecordType.END_REQUEST,
+                               RecordType.GET_VALUES_RESULT, RecordType.UNKNOWN_TYPE)
+
+
+def test_garbage_is_reported_as_malformed_input(protocol_log):
+    _, _, ok = serve(blocks_app([b"ok"]), b"\x09" * 16)
+    assert not ok
+    (record,) = protocol_log
+    assert "malformed FastCGI input" in record.getMessage()
+    assert "version 9" in record.getMessage()
+
+
+def test_protocol_error_is_a_value_error_for_callers():
+    assert issubclass(ProtocolError, ValueError)
