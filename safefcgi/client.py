@@ -99,8 +99,10 @@ def cgi_params(path: str, method: str = "GET", headers: Mapping[str, str] | None
 
 
 def connect(address: Address, timeout: float = 30.0) -> socket.socket:
-    family = socket.AF_UNIX if isinstance(address, str) else socket.AF_INET
-    sock = socket.socket(family, socket.SOCK_STREAM)
+    if not isinstance(address, str):
+        # Resolves the host, so an IPv6 address works as well as an IPv4 one.
+        return socket.create_connection(address, timeout)
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     sock.settimeout(timeout)
     try:
         sock.connect(address)

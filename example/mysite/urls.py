@@ -8,4 +8,5 @@ urlpatterns = [
     path("whoami", views.whoami, name="whoami"),
     path("query", views.query, name="query"),
     path("write", views.write, name="write"),
+    path("host", views.host, name="host"),
 ]

@@ -7,6 +7,7 @@ wrong body instead of going unnoticed.
 """
 
 import os
+import time
 
 from django.contrib.auth import authenticate, login
 from django.db import connection
@@ -84,3 +85,21 @@ def write(request: HttpRequest) -> HttpResponse:
     note = Note.objects.create(key=key, author=request.user.get_username())
     stored = Note.objects.get(pk=note.pk)
     return JsonResponse({"key": stored.key, "id": stored.pk, "pid": os.getpid()})
+
+
+@require_GET
+def host(request: HttpRequest) -> HttpResponse:
+    """Name the application host that answered, after an optional ``sleep`` (0 to 2 seconds).
+
+    A cluster of safefcgi hosts sets ``EXAMPLE_APP_HOST`` on each, so a client
+    of the web tier can tell which host served it; the pause keeps requests
+    in flight long enough to stop a host in the middle of one.
+    """
+    try:
+        pause = float(request.GET.get("sleep", "0"))
+    except ValueError:
+        pause = -1.0
+    if not 0.0 <= pause <= 2.0:  # also refuses nan
+        return HttpResponseBadRequest("sleep must be 0 to 2 seconds\n", content_type="text/plain")
+    time.sleep(pause)
+    return JsonResponse({"host": os.environ.get("EXAMPLE_APP_HOST", ""), "pid": os.getpid()})
