@@ -22,7 +22,7 @@ from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
 from . import channel as ch
-from .peers import PeerFilter
+from .peers import PeerFilter, describe_peer
 from .protocol import FastCGIApplication, serve_connection
 
 log = logging.getLogger("safefcgi.child")
@@ -158,7 +158,7 @@ class ChildWorker:
     def _serve(self, conn: socket.socket, addr: Any) -> None:
         if self.peers is not None and not self.peers.allows(addr):
             log.warning("refused a connection from %s: not allowed by %s",
-                        addr[0] if isinstance(addr, tuple) else addr, self.peers.source)
+                        describe_peer(addr), self.peers.source)
             conn.close()
             return
         self._report(ch.BUSY)
@@ -167,15 +167,26 @@ class ChildWorker:
         serve_connection(self.app, conn, addr, stop_requested=self._should_stop)
 
     def _serve_backlog(self) -> None:
-        """On stop: serve what already waits in the listen backlog, then return."""
+        """On stop: take every connection already queued, let go of the listener, serve them.
+
+        Taking the queue first and closing our copy of the listening socket
+        before serving matters on TCP: once every process has closed its
+        copy, the kernel refuses new connections, so a web server balancing
+        over several hosts moves on at once. Serving while still listening
+        would let new connections queue behind a stopping server for as long
+        as requests keep arriving.
+        """
+        queued = []
         for _ in range(DRAIN_LIMIT):
             try:
-                conn, addr = self.listener.accept()
+                queued.append(self.listener.accept())
             except (BlockingIOError, InterruptedError):
-                return
+                break
             except OSError as exc:
                 log.debug("accept while stopping failed: %s", exc)
-                return
+                break
+        self.listener.close()
+        for conn, addr in queued:
             self._serve(conn, addr)
 
 

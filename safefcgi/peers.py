@@ -40,11 +40,8 @@ class PeerFilter:
 
     def allows(self, peer: object) -> bool:
         """``peer`` is what accept() returned; anything but an IP address is refused."""
-        if not isinstance(peer, tuple) or not peer:
-            return False
-        try:
-            address = ipaddress.ip_address(str(peer[0]).split("%", 1)[0])
-        except ValueError:
+        address = _peer_ip(peer)
+        if address is None:
             return False
         candidates = [address]
         mapped = getattr(address, "ipv4_mapped", None)
@@ -52,6 +49,23 @@ class PeerFilter:
             candidates.append(mapped)
         return any(candidate in network for candidate in candidates
                    for network in self.networks if candidate.version == network.version)
+
+
+def describe_peer(peer: object) -> str:
+    """The peer's address for a log line: an IPv4 client of a dual-stack listener as IPv4."""
+    address = _peer_ip(peer)
+    if address is None:
+        return str(peer[0] if isinstance(peer, tuple) and peer else peer)
+    return str(getattr(address, "ipv4_mapped", None) or address)
+
+
+def _peer_ip(peer: object) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:
+    if not isinstance(peer, tuple) or not peer:
+        return None
+    try:
+        return ipaddress.ip_address(str(peer[0]).split("%", 1)[0])
+    except ValueError:
+        return None
 
 
 def peer_filter(allowed_clients: tuple[str, ...] | None, is_tcp: bool,

@@ -126,6 +126,23 @@ class FastCGIApplication:
                             if name in self.capabilities)
 
 
+def _send_small_records_at_once(sock: socket.socket) -> None:
+    """Turn off Nagle's algorithm on a TCP connection from the web server.
+
+    A response ends in small writes (the last STDOUT data, END_REQUEST). With
+    Nagle on, each waits for the web server to acknowledge the previous one,
+    and Linux delays that acknowledgement by up to 40 ms: a web server that
+    keeps the connection open (nginx's fastcgi_keep_conn) waits that long for
+    the end of every response.
+    """
+    if sock.family not in (socket.AF_INET, socket.AF_INET6):
+        return
+    try:
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    except OSError as exc:  # the peer is already gone: serving will say so
+        log.debug("could not set TCP_NODELAY: %s", exc)
+
+
 def serve_connection(app: FastCGIApplication, sock: socket.socket, addr: Any, *,
                      stop_requested: Callable[[], bool] | None = None) -> bool:
     """Serve every request on one web-server connection, then close it.
@@ -134,6 +151,7 @@ def serve_connection(app: FastCGIApplication, sock: socket.socket, addr: Any, *,
     line instead. ``stop_requested`` lets a kept-open connection (FCGI_KEEP_CONN)
     end between requests when the server is stopping.
     """
+    _send_small_records_at_once(sock)
     connection = Connection(app, sock, stop_requested)
     try:
         connection.serve()

@@ -32,12 +32,18 @@ class Listener:
         return self.sock.family in (socket.AF_INET, socket.AF_INET6)
 
     def stop_accepting(self) -> None:
-        """Remove our socket file now, so new connections are refused at once on stop.
+        """On stop, in the master: make new connections be refused once the children let go.
 
-        Connections already queued keep their place: the children serve the
-        backlog before they exit. A socket passed by systemd or a web server is
-        left alone (they own it, and systemd keeps queueing for the next start).
+        A unix socket file we created is removed now, so new connections are
+        refused at once. A TCP socket is closed in this process, which never
+        accepts: the kernel refuses new connections as soon as the last child
+        has closed its copy too (children take the queued connections first,
+        then close it). Connections already queued keep their place. A socket
+        passed by systemd or a web server stays open in its owner (and systemd
+        keeps queueing for the next start).
         """
+        if self.is_tcp:
+            self.sock.close()
         if self.unix_path is None:
             return
         self._unlink_if_ours()

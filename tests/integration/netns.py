@@ -283,6 +283,21 @@ class AppHost:
         self.process.stop()  # reaps the leader
         return gone_at
 
+    def is_running(self) -> bool:
+        return self.process is not None and self.process.group_is_alive()
+
+    def kill(self) -> float:
+        """SIGKILL the master and every child at once: the host dies mid-request.
+
+        Returns the monotonic time once every process of the host is gone:
+        until then the kernel still queues connections on its listening socket
+        (and resets them when the last process dies), so any request that
+        started before that moment may have reached the dying host.
+        """
+        os.killpg(self.process.pid, signal.SIGKILL)
+        self.process.stop(signal.SIGKILL)
+        return time.monotonic()
+
     def stop(self, timeout: float = STOP_TIMEOUT) -> None:
         """SIGTERM to the whole group (a graceful stop), SIGKILL after ``timeout``."""
         if self.process is not None:
