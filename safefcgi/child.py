@@ -22,7 +22,7 @@ from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
 from . import channel as ch
-from .peers import PeerFilter, describe_peer
+from .peers import PeerFilter
 from .protocol import FastCGIApplication, serve_connection
 
 log = logging.getLogger("safefcgi.child")
@@ -156,10 +156,7 @@ class ChildWorker:
         return self._report(ch.IDLE, served=self.requests_served)
 
     def _serve(self, conn: socket.socket, addr: Any) -> None:
-        if self.peers is not None and not self.peers.allows(addr):
-            log.warning("refused a connection from %s: not allowed by %s",
-                        describe_peer(addr), self.peers.source)
-            conn.close()
+        if self.peers is not None and not self.peers.admit(conn, addr):
             return
         self._report(ch.BUSY)
         # accepted means served, master or not; a kept-open connection is let go

@@ -350,7 +350,7 @@ def _validate_process_options(config: ServerConfig) -> ServerConfig:
         raise ConfigError("--allowed-clients applies to TCP (--host/--port); a unix "
                           "socket is governed by its file mode (--socket-mode)")
     if config.method == "threaded":
-        for name in ("timeout", "maxrequests_jitter", "allowed_clients"):
+        for name in ("timeout", "maxrequests_jitter"):
             if getattr(config, name):
                 raise ConfigError(f"--{name.replace('_', '-')} needs --method=prefork")
     if config.group is not None and config.user is None:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import ipaddress
 import logging
 import os
+import socket
 from collections.abc import Iterable
 from dataclasses import dataclass
 
@@ -49,6 +50,15 @@ class PeerFilter:
             candidates.append(mapped)
         return any(candidate in network for candidate in candidates
                    for network in self.networks if candidate.version == network.version)
+
+    def admit(self, conn: socket.socket, peer: object) -> bool:
+        """True if ``peer`` may be served; otherwise close ``conn`` and log one line."""
+        if self.allows(peer):
+            return True
+        log.warning("refused a connection from %s: not allowed by %s",
+                    describe_peer(peer), self.source)
+        conn.close()
+        return False
 
 
 def describe_peer(peer: object) -> str:

@@ -36,6 +36,7 @@ from typing import Any
 
 from flup.server.threadpool import ThreadPool
 
+from .peers import PeerFilter
 from .records import (
     KEEP_CONN,
     NULL_REQUEST_ID,
@@ -534,10 +535,11 @@ class ThreadedFastCGIServer:
 
     def __init__(self, application: WSGIApp, *, debug: bool, min_spare: int, max_spare: int,
                  max_threads: int, limits: Limits | None = None,
-                 script_name: str | None = None):
+                 script_name: str | None = None, peers: PeerFilter | None = None):
         self.app = FastCGIApplication(application, debug=debug, multithreaded=True,
                                       max_connections=max_threads, limits=limits,
                                       script_name=script_name)
+        self.peers = peers
         self._pool = ThreadPool(minSpare=min_spare, maxSpare=max_spare, maxThreads=max_threads)
         self._max_threads = max_threads
         self._free_threads = threading.BoundedSemaphore(max_threads)
@@ -587,6 +589,8 @@ class ThreadedFastCGIServer:
         try:
             conn, addr = sock.accept()
         except (BlockingIOError, InterruptedError):
+            return False
+        if self.peers is not None and not self.peers.admit(conn, addr):
             return False
         self._pool.addJob(_ConnectionJob(conn, addr, self.app, self._free_threads),
                           allowQueuing=True)

@@ -17,7 +17,7 @@ from .config import ServerConfig
 from .errors import EXIT_OK, SafeFCGIError
 from .hooks import ForkHooks, Hook, load_hooks
 from .master import InheritedChild, PreforkMaster
-from .peers import peer_filter
+from .peers import PeerFilter, peer_filter
 from .privileges import children_identity, drop_privileges, resolve_owner
 from .process import change_directory, check_pidfile, daemonize, pidfile, redirect_output
 from .protocol import FastCGIApplication, Limits, ThreadedFastCGIServer
@@ -59,7 +59,7 @@ def serve(config: ServerConfig) -> int:
                      listener.description, config.method, os.getpid())
             if config.method == "threaded":
                 drop_privileges(identity)  # this process serves: it must not stay root
-                return serve_threaded(config, application, listener.sock)
+                return serve_threaded(config, application, listener.sock, peers)
             reloader = Reloader(launch_dir, listener.sock, listener.description,
                                 listener.unix_path, listener.unix_inode)
             inherited = [InheritedChild(pid, fd) for pid, fd in handover.children] \
@@ -140,12 +140,13 @@ def serve_prefork(config: ServerConfig, application: object, listener: Listener,
     return master.run()
 
 
-def serve_threaded(config: ServerConfig, application: object, sock) -> int:
+def serve_threaded(config: ServerConfig, application: object, sock,
+                   peers: PeerFilter | None = None) -> int:
     server = ThreadedFastCGIServer(application, debug=config.debug,
                                    min_spare=config.minspare, max_spare=config.maxspare,
                                    max_threads=config.thread_limit,
                                    limits=protocol_limits(config),
-                                   script_name=config.script_name)
+                                   script_name=config.script_name, peers=peers)
     server.serve_forever(sock, graceful_timeout=config.graceful_timeout)
     log.info("threaded server stopped")
     return EXIT_OK

@@ -106,12 +106,15 @@ def test_allowed_clients_serves_listed_peers(start_server):
     assert server.get("/pid").status == 200
 
 
+@pytest.mark.parametrize("method", ["prefork", "threaded"])
 @pytest.mark.parametrize("how", ["option", "environment"])
-def test_a_peer_not_allowed_is_closed_without_an_answer(start_server, how):
+def test_a_peer_not_allowed_is_closed_without_an_answer(start_server, how, method):
     if how == "option":
-        server = _tcp_server(start_server, "--allowed-clients", "10.0.0.0/8, 2001:db8::/32")
+        server = _tcp_server(start_server, "--method", method,
+                             "--allowed-clients", "10.0.0.0/8, 2001:db8::/32")
     else:
-        server = _tcp_server(start_server, env={"FCGI_WEB_SERVER_ADDRS": "192.0.2.7"})
+        server = _tcp_server(start_server, "--method", method,
+                             env={"FCGI_WEB_SERVER_ADDRS": "192.0.2.7"})
     source = "--allowed-clients" if how == "option" else "FCGI_WEB_SERVER_ADDRS"
     assert wait_for(lambda: f"({source})" in server.log)
     with pytest.raises(ConnectionError):
