@@ -26,6 +26,7 @@ from .netns import (
     APP_PORT,
     CLIENT,
     SUBNET4,
+    WEB_PORT,
     AppHost,
     Network,
     NetworkPgBouncer,
@@ -166,7 +167,7 @@ class Spread:
 
 
 def spread(network: Network, requests: int, *options: object) -> list[list]:
-    return Spread(network, 8080, "--threads", THREADS, "--requests", requests,
+    return Spread(network, WEB_PORT, "--threads", THREADS, "--requests", requests,
                   "--seconds", 40, *options).rows()
 
 
@@ -228,7 +229,7 @@ def test_requests_are_spread_over_every_app_host(network, web):
 
 def test_sigkill_of_an_app_host_loses_only_requests_in_flight_there(network, web, cluster):
     victim = cluster["app2"]
-    load = Spread(network, 8080, "--threads", THREADS, "--requests", 240,
+    load = Spread(network, WEB_PORT, "--threads", THREADS, "--requests", 240,
                   "--seconds", 40, "--sleep", SLOW)
     load.wait_for(60)
     gone_at = victim.kill()
@@ -254,7 +255,7 @@ def test_sigkill_of_an_app_host_loses_only_requests_in_flight_there(network, web
 
 def test_graceful_stop_of_an_app_host_loses_no_request(network, web, cluster):
     victim = cluster["app3"]
-    load = Spread(network, 8080, "--threads", THREADS, "--requests", 480,
+    load = Spread(network, WEB_PORT, "--threads", THREADS, "--requests", 480,
                   "--seconds", 40, "--sleep", SLOW)
     load.wait_for(60)
     signalled_at = time.monotonic()
@@ -286,7 +287,7 @@ def host_of(pid: int, cluster: dict[str, AppHost]) -> str | None:
 
 def test_seed_scenario_across_app_hosts_through_pgbouncer(network, web, cluster, db_pool,
                                                           postgres):
-    [result] = run_client(network["web"], "seed", 8080,
+    [result] = run_client(network["web"], "seed", WEB_PORT,
                           "--users", ",".join(account.username for account in ACCOUNTS),
                           "--password", PASSWORD, "--clients", THREADS, "--requests", 600,
                           timeout=120)
