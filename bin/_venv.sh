@@ -3,7 +3,9 @@
 
 # The repository root, whatever directory the calling script was started from.
 REPO_ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
-VENV="$REPO_ROOT/.venv"
+# SAFEFCGI_DJANGO=4.2 selects another Django release series, in a venv of its own.
+DJANGO_SERIES=${SAFEFCGI_DJANGO:-}
+VENV="$REPO_ROOT/.venv${DJANGO_SERIES:+-django$DJANGO_SERIES}"
 
 # Debian's interpreter, not a pyenv or other per-user one: PostgreSQL and
 # pgbouncer run as another user in the tests and must be able to run the venv.
@@ -65,10 +67,14 @@ ensure_venv() {
     fi
     local stamp="$VENV/.safefcgi-installed"
     local wanted
-    wanted=$(cat "$REPO_ROOT/setup.cfg" "$REPO_ROOT/pyproject.toml" | sha256sum | cut -d' ' -f1)
+    wanted=$( (cat "$REPO_ROOT/setup.cfg" "$REPO_ROOT/pyproject.toml"; echo "$DJANGO_SERIES") \
+        | sha256sum | cut -d' ' -f1)
     if [ "$(cat "$stamp" 2>/dev/null)" != "$wanted" ] || [ ! -x "$VENV/bin/safefcgi" ]; then
         log "installing safefcgi and its test dependencies into $VENV"
-        "$VENV/bin/python" -m pip install -q --disable-pip-version-check -e "$REPO_ROOT[test]"
+        local django=()
+        [ -n "$DJANGO_SERIES" ] && django=("django==$DJANGO_SERIES.*")
+        "$VENV/bin/python" -m pip install -q --disable-pip-version-check -e "$REPO_ROOT[test]" \
+            "${django[@]}"
         printf '%s\n' "$wanted" > "$stamp"
     fi
 }

@@ -156,7 +156,7 @@ def serve_threaded(config: ServerConfig, application: object, sock) -> int:
                                    max_threads=config.thread_limit,
                                    limits=protocol_limits(config),
                                    script_name=config.script_name)
-    server.serve_forever(sock)
+    server.serve_forever(sock, graceful_timeout=config.graceful_timeout)
     log.info("threaded server stopped")
     return EXIT_OK
 

@@ -167,3 +167,28 @@ def test_stop_signals_leave_no_child_behind(start_server, signame):
     server.process.send_signal(getattr(signal, signame))
     assert server.wait_for_exit(5) == 0
     assert wait_for(lambda: all(not _alive(pid) for pid in children), timeout=5)
+
+
+def test_threaded_mode_queues_connections_beyond_its_threads(start_server):
+    # flup's threaded loop closed connections it had no free thread for.
+    import concurrent.futures
+
+    server = start_server("--method", "threaded", "--maxthreads", "2")
+    with concurrent.futures.ThreadPoolExecutor(8) as pool:
+        statuses = list(pool.map(lambda _: server.get("/sleep?seconds=0.3").status, range(16)))
+    assert statuses == [200] * 16
+
+
+def test_threaded_graceful_stop_lets_a_request_in_flight_finish(start_server):
+    import threading
+
+    server = start_server("--method", "threaded", "--maxthreads", "2")
+    result = {}
+    thread = threading.Thread(target=lambda: result.update(
+        response=server.get("/sleep?seconds=1.5")))
+    thread.start()
+    time.sleep(0.5)
+    server.process.send_signal(signal.SIGTERM)
+    thread.join(10)
+    assert result["response"].status == 200
+    assert server.wait_for_exit(5) == 0

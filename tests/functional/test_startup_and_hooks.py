@@ -44,8 +44,15 @@ def test_user_hooks_run_after_the_builtin_ones_settings_before_command_line(star
         "--after-fork", f"{HOOKS}.after_b",
         env={"FIXTURESITE_BEFORE": f"{HOOKS}.before_a", "FIXTURESITE_AFTER": f"{HOOKS}.after_a"},
     )
-    lines = [line.split() for line in server.hook_log.read_text().splitlines()]
     parent = str(server.process.pid)
+
+    def hook_lines():
+        return [line.split() for line in server.hook_log.read_text().splitlines()]
+
+    # both children ran their after-fork hooks (one may still be starting when the first
+    # answers)
+    wait_for(lambda: len({pid for name, pid in hook_lines() if name == "after_b"}) == 2)
+    lines = hook_lines()
     before = [name for name, pid in lines if pid == parent]
     assert before[:4] == ["before_a", "before_b", "before_a", "before_b"]
     by_child = {}
