@@ -4,9 +4,9 @@ The child tells the master over its channel (see channel.py) when it holds
 a connection and which request it is running, so the master can grow the
 pool, and name the request when it kills a child for --timeout.
 
-EOF on the channel means the master retired this child (or died): it
-finishes the request in hand and exits. A ``stop`` message, or SIGTERM,
-means the whole server stops: the child first serves the connections
+A ``retire`` message, or EOF on the channel (the master died), means this
+child is no longer wanted: it finishes the request in hand and exits. A
+``stop`` message, or SIGTERM, means the whole server stops: the child first serves the connections
 already waiting in the listen backlog, so none that the kernel accepted is
 dropped, then exits.
 """
@@ -54,6 +54,7 @@ class ChildWorker:
         self.pid = os.getpid()
         self._stop_requested = False  # drain the backlog, then exit
         self._master_alive = True
+        self._retired = False  # the master asked us to finish and exit
         self.ops = ops
         self.draining = draining  # the server stops soon: ping says so (--ping-drain)
         self.current_request: tuple[str, str, float] | None = None  # method, URI, since
@@ -119,12 +120,12 @@ class ChildWorker:
     # -- the channel ------------------------------------------------------------------
 
     def _read_channel(self) -> bool:
-        """Act on every waiting message; False once the master closed the channel."""
+        """Act on every waiting message; False once the master retired us or is gone."""
         while True:
             try:
                 message = ch.receive(self.channel, socket.MSG_DONTWAIT)
             except (BlockingIOError, InterruptedError):
-                return True
+                return not self._retired
             except ch.ChannelClosed:
                 self._master_alive = False
                 return False
@@ -139,6 +140,8 @@ class ChildWorker:
             _adopt_output_fds(message, {1, 2, *extra})
         elif message.kind == ch.DRAIN:
             self.draining = True
+        elif message.kind == ch.RETIRE:
+            self._retired = True
         else:
             _close_fds(message.fds)
 
@@ -218,7 +221,7 @@ class ChildWorker:
             return True
         self._serve(conn, addr)
         titles.child_idle()
-        if not self._master_alive:
+        if not self._master_alive or self._retired:
             return False
         if self.max_requests and self.requests_served >= self.max_requests:
             log.debug("served %d requests, making room for a fresh child",

@@ -97,19 +97,17 @@ class Child:
     slow_noted: float = -1.0  # request_since of the request last signalled as slow
 
     def retire(self) -> None:
-        """Tell the child to finish and exit: EOF on its channel.
+        """Tell the child to finish and exit, with a ``retire`` message.
 
-        Only our sending side is shut: what the child still reports (the
-        request it accepted just now) is read until it exits, so the status
-        page's counts stay true.
+        Not by closing the channel: what the child still reports (a request
+        it accepted just now) is read until it exits, so the status page's
+        counts stay true, and a status query it sends is still answered. If
+        the message cannot be sent, closing the channel (EOF) says the same.
         """
         if not self.retiring:
             self.retiring = True
-            if self.channel is not None:
-                try:
-                    self.channel.shutdown(socket.SHUT_WR)
-                except OSError:
-                    self.close_channel()
+            if self.channel is not None and not ch.send(self.channel, ch.RETIRE):
+                self.close_channel()
 
     def close_channel(self) -> None:
         if self.channel is not None:

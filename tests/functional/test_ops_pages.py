@@ -87,12 +87,14 @@ def test_status_path_is_left_to_the_application_when_not_configured(start_server
 
 
 def test_restarts_are_counted_by_reason(start_server):
-    server = start_server("--status-path", STATUS, "--maxchildren", "1", "--maxrequests", "2",
-                          "--timeout", "1")
-    for _ in range(4):
+    server = start_server("--status-path", STATUS, "--maxchildren", "2", "--minspare", "2",
+                          "--maxrequests", "2", "--timeout", "1")
+    for _ in range(6):  # each child exits at its 2nd request: at least 2 restarts
         assert server.get("/hello").status == 200
     wait_for(lambda: status(server)["restarts"]["maxrequests"] >= 2)
-    crashed = int(server.get("/pid").body)
+    # Not the child answering the status page: that one is busy.
+    crashed = wait_for(lambda: next((row["pid"] for row in status(server, "json&full")[
+        "children"] if row["state"] == "idle"), None))
     os.kill(crashed, signal.SIGKILL)
     wait_for(lambda: status(server)["restarts"]["crash"] == 1)
     stuck = in_thread(server.get, "/sleep?seconds=5")
