@@ -218,3 +218,11 @@ def test_status_command_without_a_server_is_one_error_line(tmp_path):
     result = status_command("--socket", str(tmp_path / "nothing.sock"))
     assert result.returncode == 1
     assert result.stderr.count("\n") == 1 and "nothing.sock" in result.stderr
+
+
+def test_threaded_mode_answers_ping_and_logs_access(start_server, tmp_path):
+    access = tmp_path / "access.log"
+    server = start_server("--method", "threaded", "--ping-path", "/ping", "--access-log",
+                          str(access))
+    assert server.get("/ping").body == b"pong"
+    assert wait_for(lambda: '"GET /ping HTTP/1.1" 200 4 ' in access.read_text())
