@@ -8,8 +8,16 @@ other side is gone, or (master → child) that the child is retired.
 
 Child → master: ``idle``, ``busy`` (holds a connection), ``request`` (method,
 URI: what it is serving now), ``done`` (that request ended; ``served`` counts).
-Master → child: ``stop`` (drain the backlog, then exit), ``reopen`` (with the
-new stdout/stderr fds attached).
+Master → child: ``stop`` (drain the backlog, then exit), ``retire`` (finish
+the request in hand, then exit: the pool shrinks or a reload replaces the
+child; the channel stays open both ways so that what the child still
+reports is counted, and it can still ask for the status page), ``reopen``
+(with the new fds of the log files attached).
+
+For the status page (see status.py): a child sends ``status`` (``full``: with
+one row per child) and the master answers ``status`` with a memfd attached
+that holds the page's numbers as JSON. Master → child ``drain``: the server
+is about to stop, ping must say so (see --ping-drain).
 """
 
 from __future__ import annotations
@@ -31,6 +39,7 @@ URI_LIMIT = 1024  # a URI longer than this is cut in reports (it is only for log
 
 IDLE, BUSY, REQUEST, DONE = "idle", "busy", "request", "done"
 STOP, REOPEN = "stop", "reopen"
+STATUS, DRAIN, RETIRE = "status", "drain", "retire"
 
 
 @dataclass(frozen=True)

@@ -4,30 +4,38 @@ The child tells the master over its channel (see channel.py) when it holds
 a connection and which request it is running, so the master can grow the
 pool, and name the request when it kills a child for --timeout.
 
-EOF on the channel means the master retired this child (or died): it
-finishes the request in hand and exits. A ``stop`` message, or SIGTERM,
-means the whole server stops: the child first serves the connections
+A ``retire`` message, or EOF on the channel (the master died), means this
+child is no longer wanted: it finishes the request in hand and exits. A
+``stop`` message, or SIGTERM, means the whole server stops: the child first serves the connections
 already waiting in the listen backlog, so none that the kernel accepted is
 dropped, then exits.
 """
 
 from __future__ import annotations
 
+import json
 import logging
 import os
+import select
 import selectors
 import signal
 import socket
+import time
 from collections.abc import Callable, Iterable, Iterator
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from . import channel as ch
+from . import titles
 from .peers import PeerFilter
 from .protocol import FastCGIApplication, serve_connection
+
+if TYPE_CHECKING:
+    from .ops import Operability
 
 log = logging.getLogger("safefcgi.child")
 
 DRAIN_LIMIT = 1000  # at most this many backlog connections are served on stop
+STATUS_REPLY_SECONDS = 2.0  # how long the status page waits for the master's numbers
 
 
 class ChildWorker:
@@ -35,7 +43,8 @@ class ChildWorker:
 
     def __init__(self, listener: socket.socket, app: FastCGIApplication,
                  channel: socket.socket, max_requests: int = 0,
-                 peers: PeerFilter | None = None):
+                 peers: PeerFilter | None = None, ops: Operability | None = None,
+                 draining: bool = False):
         self.listener = listener
         self.app = app
         self.channel = channel
@@ -45,6 +54,10 @@ class ChildWorker:
         self.pid = os.getpid()
         self._stop_requested = False  # drain the backlog, then exit
         self._master_alive = True
+        self._retired = False  # the master asked us to finish and exit
+        self.ops = ops
+        self.draining = draining  # the server stops soon: ping says so (--ping-drain)
+        self.current_request: tuple[str, str, float] | None = None  # method, URI, since
 
     def install_signal_handlers(self) -> int:
         """TERM: finish, serve the backlog, exit. QUIT: die now. INT, HUP...: the master's.
@@ -64,6 +77,9 @@ class ChildWorker:
             signal.signal(getattr(signal, name), signal.SIG_IGN)
         for name in ("SIGQUIT", "SIGCHLD"):
             signal.signal(getattr(signal, name), signal.SIG_DFL)
+        slow_log = self.ops.slow_log() if self.ops is not None else None
+        if slow_log is not None:  # SIGUSR2 from the master: write our stack
+            slow_log.install(lambda: self.current_request)
         return wake_read
 
     def _on_term(self, signum: int, frame: Any) -> None:
@@ -73,7 +89,9 @@ class ChildWorker:
         """Serve until the master says stop, or max_requests is reached."""
         wake_fd = self.install_signal_handlers()
         self.listener.setblocking(False)
-        self.app.application = ReportingApplication(self.app.application, self)
+        application = ReportingApplication(self.app.application, self)
+        self.app.application = self.ops.wrap(application, self) if self.ops else application
+        titles.child_idle()
         selector = selectors.DefaultSelector()
         selector.register(self.listener, selectors.EVENT_READ, "listener")
         selector.register(self.channel, selectors.EVENT_READ, "channel")
@@ -102,23 +120,74 @@ class ChildWorker:
     # -- the channel ------------------------------------------------------------------
 
     def _read_channel(self) -> bool:
-        """Act on every waiting message; False once the master closed the channel."""
+        """Act on every waiting message; False once the master retired us or is gone."""
         while True:
             try:
                 message = ch.receive(self.channel, socket.MSG_DONTWAIT)
             except (BlockingIOError, InterruptedError):
-                return True
+                return not self._retired
             except ch.ChannelClosed:
                 self._master_alive = False
                 return False
-            if message is None:
+            if message is not None:
+                self._handle_message(message)
+
+    def _handle_message(self, message: ch.Message) -> None:
+        if message.kind == ch.STOP:
+            self._stop_requested = True
+        elif message.kind == ch.REOPEN:
+            extra = [f.fd for f in self.ops.files()] if self.ops is not None else []
+            _adopt_output_fds(message, {1, 2, *extra})
+        elif message.kind == ch.DRAIN:
+            self.draining = True
+        elif message.kind == ch.RETIRE:
+            self._retired = True
+        else:
+            _close_fds(message.fds)
+
+    def ask_master(self, kind: str, timeout: float, **fields: Any) -> ch.Message | None:
+        """Send ``kind`` and wait for the master's answer of the same kind (None: none came).
+
+        Other messages arriving meanwhile are acted on as usual.
+        """
+        if not self._report(kind, **fields):
+            return None
+        deadline = time.monotonic() + timeout
+        while (remaining := deadline - time.monotonic()) > 0:
+            readable, _, _ = select.select([self.channel], [], [], remaining)
+            if not readable:
+                break
+            try:
+                message = ch.receive(self.channel, socket.MSG_DONTWAIT)
+            except (BlockingIOError, InterruptedError):
                 continue
-            if message.kind == ch.STOP:
-                self._stop_requested = True
-            elif message.kind == ch.REOPEN:
-                _adopt_output_fds(message)
-            else:
-                _close_fds(message.fds)
+            except ch.ChannelClosed:
+                self._master_alive = False
+                return None
+            if message is not None and message.kind == kind:
+                return message
+            if message is not None:
+                self._handle_message(message)
+        return None
+
+    # -- what the operator's pages ask (ops.PoolView) ------------------------------------
+
+    @property
+    def stopping(self) -> bool:
+        return self.draining or self._stop_requested or not self._master_alive
+
+    def pool_status(self, full: bool) -> dict[str, Any] | None:
+        """The master's status numbers (it reads every channel before it answers)."""
+        reply = self.ask_master(ch.STATUS, STATUS_REPLY_SECONDS, full=full)
+        if reply is None or not reply.fds:
+            return None
+        try:
+            return json.loads(_read_whole(reply.fds[0]))
+        except ValueError:
+            log.warning("the master's status answer is not JSON")
+            return None
+        finally:
+            _close_fds(reply.fds)
 
     def _report(self, kind: str, **fields: Any) -> bool:
         if not self._master_alive:
@@ -128,10 +197,14 @@ class ChildWorker:
 
     def request_started(self, environ: dict[str, Any]) -> None:
         """Called for each request, so the master can name it if it hangs."""
-        self._report(ch.REQUEST, method=str(environ.get("REQUEST_METHOD", "")),
-                     uri=str(environ.get("REQUEST_URI") or environ.get("PATH_INFO", "")))
+        method = str(environ.get("REQUEST_METHOD", ""))
+        uri = str(environ.get("REQUEST_URI") or environ.get("PATH_INFO", ""))
+        self.current_request = (method, uri, time.monotonic())
+        titles.child_busy(method, uri)
+        self._report(ch.REQUEST, method=method, uri=uri)
 
     def request_finished(self) -> None:
+        self.current_request = None
         self.requests_served += 1
         self._report(ch.DONE, served=self.requests_served)
 
@@ -147,7 +220,8 @@ class ChildWorker:
             log.warning("accept failed: %s", exc)
             return True
         self._serve(conn, addr)
-        if not self._master_alive:
+        titles.child_idle()
+        if not self._master_alive or self._retired:
             return False
         if self.max_requests and self.requests_served >= self.max_requests:
             log.debug("served %d requests, making room for a fresh child",
@@ -223,12 +297,21 @@ class _ReportOnClose:
             self._on_close()
 
 
-def _adopt_output_fds(message: ch.Message) -> None:
-    """``reopen``: the master's freshly opened log files become our stdout/stderr."""
+def _adopt_output_fds(message: ch.Message, allowed: set[int]) -> None:
+    """``reopen``: the master's freshly opened log files take the fd numbers of the old."""
     for target, fd in zip(message.get("targets", ()), message.fds, strict=False):
-        if target in (1, 2):
-            os.dup2(fd, target)
+        if target in allowed:
+            os.dup2(fd, target, inheritable=target in (1, 2))
     _close_fds(message.fds)
+
+
+def _read_whole(fd: int) -> bytes:
+    """All of a file the master wrote (a memfd), from its start."""
+    chunks, offset = [], 0
+    while chunk := os.pread(fd, 65536, offset):
+        chunks.append(chunk)
+        offset += len(chunk)
+    return b"".join(chunks)
 
 
 def _close_fds(fds: Iterable[int]) -> None:

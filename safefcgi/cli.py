@@ -93,7 +93,36 @@ def make_parser() -> argparse.ArgumentParser:
                        help="directory prepended to sys.path (repeatable)")
     check.add_argument("--json", action="store_true", help="print the report as JSON")
     add_request_parser(commands)
+    add_status_parser(commands)
     return parser
+
+
+def add_status_parser(commands) -> None:
+    """``safefcgi status``: the status page of a running server, without a web server."""
+    status = commands.add_parser(
+        "status",
+        help="print the status page of a running server (started with --status-path)",
+        description="Ask a running server for its status page over FastCGI, the way a "
+        "web server would. Exit status 1 if the server does not answer with its status.",
+    )
+    where = status.add_mutually_exclusive_group(required=True)
+    where.add_argument("--socket", metavar="PATH", help="unix socket of the server")
+    where.add_argument("--host", metavar="HOST", help="TCP address of the server (with --port)")
+    status.add_argument("--port", metavar="PORT", type=int, help="TCP port of the server")
+    status.add_argument("--path", metavar="PATH", default="/fcgi-status",
+                        help="the server's --status-path (default: /fcgi-status)")
+    status.add_argument("--json", action="store_true", help="print JSON, for scripts")
+    status.add_argument("--full", action="store_true", help="add one row per child")
+    status.add_argument("--timeout", metavar="SECONDS", type=float, default=10.0,
+                        help="give up after this many seconds (default: 10)")
+
+
+def status_command(namespace: argparse.Namespace) -> int:
+    from .status import run_status_command
+
+    if (namespace.host is None) != (namespace.port is None):
+        raise ConfigError("--host and --port go together: give both")
+    return run_status_command(namespace)
 
 
 def add_request_parser(commands) -> None:
@@ -182,11 +211,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         namespace = make_parser().parse_args(translate_runfcgi_words(argv))
         if namespace.command == "check":
             return run_check(namespace)
+        if namespace.command == "status":
+            return status_command(namespace)
         config = config_from_namespace(namespace)
     except ConfigError as exc:
         print(f"safefcgi: error: {exc}", file=sys.stderr)
         return EXIT_USAGE
-    configure_logging()
+    configure_logging(level=config.log_level, log_format=config.log_format)
     from .server import serve  # imported late: option errors must not need Django
 
     try:

@@ -120,6 +120,21 @@ def _mount_point(text: str) -> str:
     return str(text).rstrip("/")
 
 
+def _url_path(text: str) -> str:
+    if not str(text).startswith("/") or any(c in str(text) for c in "?# "):
+        raise ValueError("expected a URL path such as /fcgi-status (no query string)")
+    return str(text)
+
+
+def _choice(*words: str) -> Callable[[str], str]:
+    def cast(text: str) -> str:
+        if str(text).lower() not in words:
+            raise ValueError("expected " + " or ".join(words))
+        return str(text).lower()
+
+    return cast
+
+
 def _text(text: str) -> str:
     if not str(text).strip():
         raise ValueError("must not be empty")
@@ -214,6 +229,33 @@ OPTIONS: tuple[Option, ...] = (
            "URL prefix the site is mounted at (/ for the whole site): SCRIPT_NAME and "
            "PATH_INFO are then split there, whatever split the web server sent",
            runfcgi=False, metavar="PREFIX"),
+    # -- operability: status and ping pages, slow log, access log, log format --------
+    Option("status_path", _url_path, None,
+           "answer this URL path with the pool's status (text; ?json, ?html, ?full), "
+           "before Django sees the request", runfcgi=False, metavar="PATH"),
+    Option("ping_path", _url_path, None,
+           "answer this URL path with --ping-response, for load balancers", runfcgi=False,
+           metavar="PATH"),
+    Option("ping_response", _text, "pong", "what the ping path answers", runfcgi=False,
+           metavar="TEXT"),
+    Option("ping_drain", _seconds, 0.0,
+           "on a graceful stop, answer the ping path 503 for this long (still serving "
+           "every request) before refusing connections, so balancers drain the host first",
+           runfcgi=False, metavar="SECONDS"),
+    Option("slowlog_timeout", _seconds, 0.0,
+           "write the Python stack of a request running longer than this to --slowlog "
+           "(the request goes on); 0 means never", runfcgi=False, metavar="SECONDS"),
+    Option("slowlog", _text, None,
+           "file for --slowlog-timeout stacks (default: the error log)", runfcgi=False,
+           metavar="PATH"),
+    Option("access_log", _text, None,
+           "append one line per request: common log format plus the time taken in "
+           "microseconds", runfcgi=False, metavar="PATH"),
+    Option("log_level", _choice("debug", "info", "warning", "error"), "info",
+           "lowest level of safefcgi's own log lines", runfcgi=False,
+           metavar="debug|info|warning|error"),
+    Option("log_format", _choice("text", "json"), "text",
+           "text, or one JSON object per line", runfcgi=False, metavar="text|json"),
 )
 
 OPTIONS_BY_NAME = {option.name: option for option in OPTIONS}
@@ -257,6 +299,15 @@ class ServerConfig:
     max_body_bytes: int = 1024 ** 3
     read_timeout: float = 30.0
     script_name: str | None = None
+    status_path: str | None = None
+    ping_path: str | None = None
+    ping_response: str = "pong"
+    ping_drain: float = 0.0
+    slowlog_timeout: float = 0.0
+    slowlog: str | None = None
+    access_log: str | None = None
+    log_level: str = "info"
+    log_format: str = "text"
     explicit: frozenset[str] = field(default=frozenset(), compare=False)
 
     @property
@@ -338,7 +389,7 @@ def validate(config: ServerConfig) -> ServerConfig:
         )
     if config.method == "threaded" and (config.before_fork or config.after_fork):
         raise ConfigError("fork hooks need --method=prefork (threaded mode never forks)")
-    return _validate_process_options(config)
+    return _validate_operability_options(_validate_process_options(config))
 
 
 def _validate_process_options(config: ServerConfig) -> ServerConfig:
@@ -361,6 +412,20 @@ def _validate_process_options(config: ServerConfig) -> ServerConfig:
         resolve_identity(config.user, config.group)  # unknown names fail here, once
     if config.socket_owner is not None:
         resolve_owner(config.socket_owner)
+    return config
+
+
+def _validate_operability_options(config: ServerConfig) -> ServerConfig:
+    if config.status_path is not None and config.status_path == config.ping_path:
+        raise ConfigError("--status-path and --ping-path must differ")
+    if config.slowlog is not None and not config.slowlog_timeout:
+        raise ConfigError("--slowlog needs --slowlog-timeout (how long is slow)")
+    if config.ping_drain and config.ping_path is None:
+        raise ConfigError("--ping-drain needs --ping-path (balancers must see the drain)")
+    if config.method == "threaded":
+        for name in ("status_path", "slowlog_timeout", "ping_drain"):
+            if getattr(config, name):
+                raise ConfigError(f"--{name.replace('_', '-')} needs --method=prefork")
     return config
 
 

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import dataclasses
 import errno
+import json
 import logging
 import os
 import random
@@ -28,16 +29,18 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from . import channel as ch
-from . import systemd
+from . import logs, slowlog, systemd, titles
 from .child import ChildWorker
 from .config import ServerConfig
 from .errors import CHILD_EXIT_BOOT_FAILED, EXIT_OK, HookError, SafeFCGIError
 from .hooks import ForkHooks
+from .ops import Operability
 from .peers import PeerFilter
 from .privileges import Identity, drop_privileges
 from .process import redirect_output
 from .protocol import FastCGIApplication
 from .reload import Reloader
+from .status import PoolStats, listen_queue, snapshot
 
 log = logging.getLogger("safefcgi.master")
 
@@ -90,11 +93,21 @@ class Child:
     request_since: float = 0.0
     served: int = 0
     timed_out: bool = False
+    budget: int = 0  # requests it may serve (0: unlimited)
+    slow_noted: float = -1.0  # request_since of the request last signalled as slow
 
     def retire(self) -> None:
+        """Tell the child to finish and exit, with a ``retire`` message.
+
+        Not by closing the channel: what the child still reports (a request
+        it accepted just now) is read until it exits, so the status page's
+        counts stay true, and a status query it sends is still answered. If
+        the message cannot be sent, closing the channel (EOF) says the same.
+        """
         if not self.retiring:
             self.retiring = True
-            self.close_channel()
+            if self.channel is not None and not ch.send(self.channel, ch.RETIRE):
+                self.close_channel()
 
     def close_channel(self) -> None:
         if self.channel is not None:
@@ -121,7 +134,8 @@ class PreforkMaster:
                  identity: Identity | None = None, peers: PeerFilter | None = None,
                  reloader: Reloader | None = None,
                  inherited: Sequence[InheritedChild] = (),
-                 stop_accepting: Callable[[], None] | None = None):
+                 stop_accepting: Callable[[], None] | None = None,
+                 ops: Operability | None = None):
         self.config = config
         self.listener = listener
         self.app = app
@@ -146,12 +160,17 @@ class PreforkMaster:
         self._next_spawn_at = 0.0
         self._probe_pid: int | None = None
         self._previous_handlers: dict[int, Any] = {}
+        self.ops = ops or Operability()
+        self.stats = PoolStats()
+        self._status_queries: list[tuple[Child, bool]] = []
+        self._drain_until: float | None = None  # --ping-drain: stop once this is reached
 
     # -- lifecycle --------------------------------------------------------------------
 
     def run(self) -> int:
         """Serve until TERM/INT (graceful) or QUIT (fast); return the exit status."""
         self._setup()
+        titles.master(self.config.settings_module)
         try:
             log.info("prefork master ready: %d-%d spare children, at most %d",
                      self.limits.minspare, self.limits.maxspare, self.limits.maxchildren)
@@ -218,6 +237,10 @@ class PreforkMaster:
         self._handle_signals()
         self._reap()
         self._enforce_timeout()
+        self._watch_slow_requests()
+        if self._drain_until is not None and time.monotonic() >= self._drain_until:
+            log.info("ping drain over: stopping")
+            self._stopping = True
         if not self._stopping:
             self._after_reload()
             self._maintain_pool()
@@ -228,13 +251,18 @@ class PreforkMaster:
                 _drain(self._wake_read)
             else:
                 self._read_status(key.data)
+        if self._status_queries:
+            self._answer_status_queries()
 
     def _select_timeout(self) -> float:
         """Wake in time for the next --timeout deadline, and at least every tick."""
-        if not self.config.timeout:
-            return TICK_SECONDS
         deadlines = [c.request_since + self.config.timeout for c in self.children.values()
-                     if c.request is not None and not c.timed_out]
+                     if self.config.timeout and c.request is not None and not c.timed_out]
+        deadlines += [c.request_since + self.ops.slowlog_timeout
+                      for c in self.children.values() if self.ops.slowlog_timeout
+                      and c.request is not None and c.slow_noted != c.request_since]
+        if self._drain_until is not None:
+            deadlines.append(self._drain_until)
         if not deadlines:
             return TICK_SECONDS
         return min(TICK_SECONDS, max(min(deadlines) - time.monotonic(), 0.0) + 0.01)
@@ -247,13 +275,24 @@ class PreforkMaster:
                 handler()
 
     def handle_term(self) -> None:
-        if not self._stopping:
-            log.info("SIGTERM: graceful stop (at most %.0f s)", self.config.graceful_timeout)
-        self._stopping = True
+        self._graceful_stop("SIGTERM")
 
     def handle_int(self) -> None:
-        if not self._stopping:
-            log.info("SIGINT: graceful stop (at most %.0f s)", self.config.graceful_timeout)
+        self._graceful_stop("SIGINT")
+
+    def _graceful_stop(self, signame: str) -> None:
+        """Stop gracefully; with --ping-drain, first tell balancers for that long."""
+        if self._stopping:
+            return
+        if self.ops.ping_drain and self._drain_until is None:
+            log.info("%s: ping answers 503 for %g s while requests are still served, then "
+                     "graceful stop (%s again to skip)", signame, self.ops.ping_drain, signame)
+            self._drain_until = time.monotonic() + self.ops.ping_drain
+            for child in self.children.values():
+                if child.channel is not None:
+                    ch.send(child.channel, ch.DRAIN)
+            return
+        log.info("%s: graceful stop (at most %.0f s)", signame, self.config.graceful_timeout)
         self._stopping = True
 
     def handle_quit(self) -> None:
@@ -284,10 +323,17 @@ class PreforkMaster:
             return
         targets = [fd for fd, path in ((1, self.config.outlog), (2, self.config.errlog))
                    if path is not None]
+        for logfile in self.ops.files():
+            try:
+                logfile.reopen()
+            except SafeFCGIError as exc:
+                log.error("cannot reopen %s: %s", logfile.path, exc)
+                continue
+            targets.append(logfile.fd)
         if not targets:
             return
         for child in self.children.values():
-            if child.channel is not None:
+            if child.channel is not None and not child.retiring:
                 ch.send(child.channel, ch.REOPEN, fds=tuple(targets), targets=targets)
         log.info("log files reopened")
 
@@ -339,15 +385,51 @@ class PreforkMaster:
                 self._boot_failures = 0
             child.idle = True
             child.request = None
+            self.stats.child_idle(child.pid)
         elif message.kind == ch.BUSY:
             child.idle = False
+            self.stats.child_busy(child.pid, self.limits.maxchildren)
         elif message.kind == ch.REQUEST:
             child.idle = False
             child.request = (str(message.get("method", "")), str(message.get("uri", "")))
             child.request_since = time.monotonic()
+            self.stats.request_started()
+            self.stats.child_busy(child.pid, self.limits.maxchildren)
         elif message.kind == ch.DONE:
             child.request = None
             child.served = int(message.get("served", child.served))
+        elif message.kind == ch.STATUS:
+            # Answered once every channel has been read (see _answer_status_queries).
+            self._status_queries.append((child, bool(message.get("full"))))
+
+    # -- the status page ---------------------------------------------------------------
+
+    def _answer_status_queries(self) -> None:
+        """Read what every child has reported so far, then answer each status query."""
+        for child in list(self.children.values()):
+            self._read_status(child)
+        queries, self._status_queries = self._status_queries, []
+        for child, full in queries:
+            if child.channel is None:
+                continue
+            data = snapshot(self.stats, self.children.values(),
+                            pool=self.config.settings_module, method=self.config.method,
+                            limits=self.limits, listen_queue=listen_queue(self.listener),
+                            full=full)
+            _send_as_memfd(child.channel, ch.STATUS, json.dumps(data).encode())
+
+    def _watch_slow_requests(self) -> None:
+        """--slowlog-timeout: ask each child running a slow request for its stack, once."""
+        timeout = self.ops.slowlog_timeout
+        if not timeout:
+            return
+        now = time.monotonic()
+        for child in self.children.values():
+            if child.request is not None and slowlog.is_due(child.request_since,
+                                                            child.slow_noted, timeout, now):
+                child.slow_noted = child.request_since
+                self.stats.slow_requests += 1
+                _kill(child.pid, slowlog.SIGNAL)
 
     def _enforce_timeout(self) -> None:
         if not self.config.timeout:
@@ -381,9 +463,11 @@ class PreforkMaster:
                 self._child_exited(child, status)
 
     def _child_exited(self, child: Child, status: int) -> None:
+        self._read_status(child)  # what it said before exiting still counts
         self._unregister(child)
         child.close_channel()
         code = os.waitstatus_to_exitcode(status)
+        self.stats.child_exited(child.pid, self._restart_reason(child, code))
         if not child.ready:
             self._boot_failed(child, code)
         elif child.timed_out:
@@ -396,6 +480,18 @@ class PreforkMaster:
                         child.describe_request())
         else:
             log.debug("child %d exited", child.pid)
+
+    def _restart_reason(self, child: Child, code: int) -> str | None:
+        """Why a child ended, for the status page; None when we asked it to (pool, stop)."""
+        if not child.ready:
+            return "startup_failure" if not self._stopping else None
+        if child.timed_out:
+            return "timeout"
+        if code != 0 and not (self._stopping and code == -signal.SIGKILL):
+            return "crash"
+        if code == 0 and child.budget and child.served >= child.budget:
+            return "maxrequests"
+        return None
 
     def _boot_failed(self, child: Child, code: int) -> None:
         if self._stopping:
@@ -501,7 +597,7 @@ class PreforkMaster:
             os._exit(self._run_child(child_end, max_requests))
         child_end.close()
         parent_end.setblocking(False)
-        child = Child(pid=pid, channel=parent_end)
+        child = Child(pid=pid, channel=parent_end, budget=max_requests)
         self.children[pid] = child
         self._selector.register(parent_end, selectors.EVENT_READ, child)
         log.debug("spawned child %d (request budget %s)", pid, max_requests or "unlimited")
@@ -512,7 +608,8 @@ class PreforkMaster:
         try:
             self._become_child()
             self.worker = ChildWorker(self.listener, self.app, channel, max_requests,
-                                      peers=self.peers)
+                                      peers=self.peers, ops=self.ops,
+                                      draining=self._drain_until is not None)
             try:
                 self.hooks.run_after_fork(self)
             except HookError:
@@ -529,6 +626,7 @@ class PreforkMaster:
 
     def _become_child(self) -> None:
         """Drop the master's state (and identity) that a child must not keep."""
+        logs.set_role("child")
         signal.set_wakeup_fd(-1)
         for signum in self._previous_handlers:
             signal.signal(signum, signal.SIG_DFL)
@@ -539,13 +637,13 @@ class PreforkMaster:
             sibling.close_channel()
         self.children = {}
         self._signals.clear()
+        self._status_queries = []
         drop_privileges(self.identity)
 
     # -- stopping ---------------------------------------------------------------------
 
     def _retire(self, child: Child) -> None:
-        self._unregister(child)
-        child.retire()
+        child.retire()  # still registered: we read it until it exits
 
     def _unregister(self, child: Child) -> None:
         if self._selector is None or child.channel is None:
@@ -596,6 +694,18 @@ def _kill(pid: int, signum: int) -> None:
         os.kill(pid, signum)
     except ProcessLookupError:
         pass
+
+
+def _send_as_memfd(sock: socket.socket, kind: str, data: bytes) -> None:
+    """Send ``kind`` with ``data`` in an attached memfd: no channel message size limit."""
+    fd = os.memfd_create(f"safefcgi-{kind}", os.MFD_CLOEXEC)
+    try:
+        view = memoryview(data)
+        while view:
+            view = view[os.write(fd, view):]
+        ch.send(sock, kind, fds=(fd,))
+    finally:
+        os.close(fd)
 
 
 def _drain(fd: int) -> None:

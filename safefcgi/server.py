@@ -12,11 +12,12 @@ import os
 import signal
 import sys
 
-from . import django_lifecycle, systemd
+from . import django_lifecycle, logs, systemd
 from .config import ServerConfig
 from .errors import EXIT_OK, SafeFCGIError
 from .hooks import ForkHooks, Hook, load_hooks
 from .master import InheritedChild, PreforkMaster
+from .ops import NoPool, Operability
 from .peers import PeerFilter, peer_filter
 from .privileges import children_identity, drop_privileges, resolve_owner
 from .process import change_directory, check_pidfile, daemonize, pidfile, redirect_output
@@ -34,6 +35,8 @@ def serve(config: ServerConfig) -> int:
     hooks, socket, users) fails here, on the terminal, before detaching or forking.
     """
     ignore_master_signals()
+    if is_probe():
+        logs.set_role("probe")
     handover = take_handover()
     launch_dir = handover.launch_dir if handover else os.getcwd()
     extend_sys_path(config.pythonpath)
@@ -48,9 +51,13 @@ def serve(config: ServerConfig) -> int:
     if config.umask is not None:
         os.umask(config.umask)  # as runfcgi did: for the socket file and the app's files
     listener = acquire_listener(config, handover)
+    ops = Operability.from_config(config)
     try:
         peers = _peer_filter(config, listener)
         redirect_output(config.outlog, config.errlog)
+        # Before daemonizing and dropping privileges: relative paths and root-owned
+        # log directories work as they did for --errlog.
+        ops.open()
         if config.daemonize and handover is None:
             daemonize()
         change_directory(config.workdir)
@@ -59,14 +66,16 @@ def serve(config: ServerConfig) -> int:
                      listener.description, config.method, os.getpid())
             if config.method == "threaded":
                 drop_privileges(identity)  # this process serves: it must not stay root
-                return serve_threaded(config, application, listener.sock, peers)
+                return serve_threaded(config, ops.wrap(application, NoPool()), listener.sock,
+                                      peers)
             reloader = Reloader(launch_dir, listener.sock, listener.description,
                                 listener.unix_path, listener.unix_inode)
             inherited = [InheritedChild(pid, fd) for pid, fd in handover.children] \
                 if handover else []
             return serve_prefork(config, application, listener, hooks, identity=identity,
-                                 peers=peers, reloader=reloader, inherited=inherited)
+                                 peers=peers, reloader=reloader, inherited=inherited, ops=ops)
     finally:
+        ops.close()
         listener.close()
 
 
@@ -77,7 +86,9 @@ def ignore_master_signals() -> None:
     process; a second ``systemctl reload`` arriving while a re-executed
     master imports the project would otherwise end the service.
     """
-    for name in ("SIGHUP", "SIGUSR1", "SIGTTIN", "SIGTTOU"):
+    # SIGUSR2 is how the master asks a child for its stack (--slowlog-timeout); sent to
+    # the whole process group it must not kill the master.
+    for name in ("SIGHUP", "SIGUSR1", "SIGUSR2", "SIGTTIN", "SIGTTOU"):
         signal.signal(getattr(signal, name), signal.SIG_IGN)
 
 

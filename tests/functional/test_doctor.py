@@ -1,10 +1,13 @@
 """`safefcgi check` finds what children would inherit, with the line that opened it."""
 
+import contextlib
 import json
 import os
+import signal
 import socket
 import subprocess
 import sys
+import time
 
 import pytest
 
@@ -71,3 +74,26 @@ def test_a_missing_settings_module_is_one_error_line(tmp_path):
                             capture_output=True, text=True, timeout=60)
     assert result.returncode == 4
     assert "settings module nosuch.settings not found" in result.stderr
+
+
+def test_a_cache_client_connected_at_import_is_found(tmp_path):
+    """Django's PyMemcacheCache against a real memcached, queried while urls.py imports."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    memcached = subprocess.Popen(["memcached", "-l", "127.0.0.1", "-p", str(port), "-U", "0",
+                                  "-u", "nobody"], start_new_session=True)
+    try:
+        deadline = time.monotonic() + 5
+        while time.monotonic() < deadline:
+            with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port)):
+                break
+            time.sleep(0.05)
+        result = check(tmp_path, env={"DOCTORSITE_MEMCACHED": f"127.0.0.1:{port}"})
+    finally:
+        os.killpg(memcached.pid, signal.SIGKILL)
+        memcached.wait()
+    assert result.returncode == 1, result.stdout + result.stderr
+    finding = next(line for line in result.stdout.splitlines() if line.startswith("INHERITED"))
+    assert f"socket to 127.0.0.1:{port}" in finding
+    assert f"doctorsite_urls.py:{line_of('DOCTOR-CACHE-LINE')} in <module>" in finding

@@ -13,3 +13,6 @@ if os.environ.get("DOCTORSITE_LOCMEM_SESSIONS"):
     SESSION_ENGINE = "django.contrib.sessions.backends.cache"
     CACHES = {"default": {"BACKEND": "django.core.cache.backends.locmem.LocMemCache"}}
 DEBUG = bool(os.environ.get("DOCTORSITE_DEBUG"))
+if os.environ.get("DOCTORSITE_MEMCACHED"):
+    CACHES = {"default": {"BACKEND": "django.core.cache.backends.memcached.PyMemcacheCache",
+                          "LOCATION": os.environ["DOCTORSITE_MEMCACHED"]}}

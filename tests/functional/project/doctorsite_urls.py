@@ -13,3 +13,8 @@ if os.environ.get("DOCTORSITE_IMPORT_QUERY"):
 if os.environ.get("DOCTORSITE_CACHE_PORT"):
     cache_client = socket.create_connection(  # DOCTOR-SOCKET-LINE
         ("127.0.0.1", int(os.environ["DOCTORSITE_CACHE_PORT"])))
+
+if os.environ.get("DOCTORSITE_MEMCACHED"):
+    from django.core.cache import cache
+
+    cache.get("warm-up")  # DOCTOR-CACHE-LINE (the cache client connects here)
