@@ -9,6 +9,8 @@ is bounded in count and in time.
                            [--until HOST --until-count N]
     netns_client.py seed PORT --users a,b --password P --clients N --requests N
     netns_client.py fastcgi PORT PATH ADDRESS...
+    netns_client.py ping ADDRESS PORT PATH [--response TEXT] [--interval S]
+                         [--seconds S] [--polls N] [--until-refused N]
 """
 
 from __future__ import annotations
@@ -186,6 +188,51 @@ def _probe(address: str, port: int, path: str) -> dict:
             "body": response.body.decode("latin-1")}
 
 
+class PingPoller:
+    """A balancer's health check: one FastCGI request for the ping path, again and again.
+
+    Each poll is a new connection, as a balancer makes it, and becomes one
+    [start, end, state, detail] row; ``state`` is "pong" (200 with the
+    expected answer), "stopping" (503 "stopping"), "refused" (the connection
+    was refused) or "other".  A line is printed whenever the state changes,
+    so the test can wait for the host to say "pong" before it acts.  Stops
+    after --until-refused refusals in a row, --polls polls or --seconds.
+    """
+
+    def __init__(self, args: argparse.Namespace):
+        self.args = args
+        self.rows: list[list] = []
+
+    def run(self) -> int:
+        deadline = time.monotonic() + self.args.seconds
+        refused_in_a_row = 0
+        while len(self.rows) < self.args.polls and time.monotonic() < deadline:
+            start = time.monotonic()
+            state, detail = self.classify(_probe(self.args.address, self.args.port,
+                                                 self.args.path))
+            if not self.rows or self.rows[-1][2] != state:
+                emit({"state": state})
+            self.rows.append([start, time.monotonic(), state, detail])
+            refused_in_a_row = refused_in_a_row + 1 if state == "refused" else 0
+            if refused_in_a_row >= self.args.until_refused:
+                break
+            time.sleep(self.args.interval)
+        emit({"polls": self.rows})
+        return 0
+
+    def classify(self, probe: dict) -> tuple[str, str]:
+        if probe["outcome"] == "answered":
+            answer = (probe["status"], probe["body"])
+            if answer == (200, self.args.response):
+                return "pong", ""
+            if answer == (503, "stopping\n"):
+                return "stopping", ""
+            return "other", f"HTTP {probe['status']}: {probe['body'][:120]!r}"
+        if "ConnectionRefusedError" in probe.get("error", ""):
+            return "refused", ""
+        return "other", f"{probe['outcome']}: {probe.get('error', '')}"
+
+
 def main(argv: list[str]) -> int:
     parser = argparse.ArgumentParser(prog="netns_client.py")
     commands = parser.add_subparsers(dest="command", required=True)
@@ -218,6 +265,16 @@ def main(argv: list[str]) -> int:
     command.add_argument("path")
     command.add_argument("addresses", nargs="+")
     command.set_defaults(run=probe_fastcgi)
+    command = commands.add_parser("ping")
+    command.add_argument("address")
+    command.add_argument("port", type=int)
+    command.add_argument("path")
+    command.add_argument("--response", default="pong")
+    command.add_argument("--interval", type=float, default=0.05)
+    command.add_argument("--seconds", type=float, default=30)
+    command.add_argument("--polls", type=int, default=1000)
+    command.add_argument("--until-refused", type=int, default=3)
+    command.set_defaults(run=lambda args: PingPoller(args).run())
     args = parser.parse_args(argv)
     return args.run(args)
 

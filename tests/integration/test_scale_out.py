@@ -44,6 +44,8 @@ APPS = ("app1", "app2", "app3")
 CHILDREN = 3  # per application host
 THREADS = 6  # concurrent clients of the web tier
 SLOW = 0.05  # seconds each /host request takes, so that some are in flight at any time
+PING_PATH = "/fcgi-ping"
+PING_DRAIN = 1.0  # seconds a host answers ping "stopping" before its graceful stop
 
 
 # --------------------------------------------------------------------------- fixtures
@@ -89,7 +91,8 @@ def app_hosts(scratch_dir: Path, network: Network,
                       env if allowed[role] is not None else
                       {**env, "FCGI_WEB_SERVER_ADDRS": f"{web.ipv6}, {web.ipv4}"},
                       allowed[role], "--maxchildren", CHILDREN, "--minspare", 1,
-                      "--maxspare", CHILDREN)
+                      "--maxspare", CHILDREN, "--ping-path", PING_PATH,
+                      "--ping-drain", PING_DRAIN)
         for role in APPS
     }
     try:
@@ -164,6 +167,46 @@ class Spread:
             raise HarnessError(f"the load client failed:\n{err[-3000:]}")
         assert final["unfinished"] == 0, "load threads overran their deadline"
         return final["results"]
+
+
+class PingPoll:
+    """netns_client.py ping on the web host: a balancer's health check of one app host."""
+
+    def __init__(self, network: Network, app: str) -> None:
+        self._process = subprocess.Popen(
+            network["web"].argv([sys.executable, CLIENT, "ping", network[app].ipv4, APP_PORT,
+                                 PING_PATH, "--interval", 0.05, "--seconds", 30]),
+            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+    def wait_for_pong(self, timeout: float = 15) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            line = self._process.stdout.readline()
+            if not line:
+                break
+            if json.loads(line).get("state") == "pong":
+                return
+        self._process.kill()
+        raise HarnessError(f"the ping poller never saw pong:\n"
+                           f"{self._process.stderr.read()[-2000:]}")
+
+    def rows(self, timeout: float = 40) -> list[list]:
+        """[start, end, state, detail] for every poll, once the poller has stopped."""
+        try:
+            out, err = self._process.communicate(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            self._process.kill()
+            raise
+        documents = [json.loads(line) for line in out.splitlines() if line.strip()]
+        if not documents or "polls" not in documents[-1]:
+            raise HarnessError(f"the ping poller failed:\n{err[-3000:]}")
+        return documents[-1]["polls"]
+
+
+def phases(polls: list[list]) -> list[str]:
+    """The states the ping went through, each once, in order."""
+    return [state for index, (_, _, state, _) in enumerate(polls)
+            if index == 0 or polls[index - 1][2] != state]
 
 
 def spread(network: Network, requests: int, *options: object) -> list[list]:
@@ -253,16 +296,34 @@ def test_sigkill_of_an_app_host_loses_only_requests_in_flight_there(network, web
     assert served(rows)["app2"] >= 5, report(rows, web, victim)
 
 
-def test_graceful_stop_of_an_app_host_loses_no_request(network, web, cluster):
+def test_graceful_stop_drains_ping_first_and_loses_no_request(network, web, cluster):
     victim = cluster["app3"]
+    ping = PingPoll(network, "app3")
     load = Spread(network, WEB_PORT, "--threads", THREADS, "--requests", 480,
                   "--seconds", 40, "--sleep", SLOW)
+    ping.wait_for_pong()
     load.wait_for(60)
     signalled_at = time.monotonic()
     gone_at = victim.terminate()
     rows = load.rows()
-    report_text = report(rows, web, victim)
+    polls = ping.rows()
+    report_text = (report(rows, web, victim) + "\nping polls:\n"
+                   + "\n".join(f"  {poll}" for poll in polls))
 
+    # The health check a balancer sees: pong while the host is up, "stopping"
+    # during the drain, then refused connections once the host has stopped ...
+    assert phases(polls) == ["pong", "stopping", "refused"], report_text
+    stopping = [poll for poll in polls if poll[2] == "stopping"]
+    refused = [poll for poll in polls if poll[2] == "refused"]
+    assert stopping[0][1] > signalled_at, report_text
+    assert refused[0][1] > signalled_at + PING_DRAIN, report_text
+    # ... and while it said "stopping", the host still served ordinary requests
+    # that reached it through the web server.
+    draining = served([row for row in rows
+                       if stopping[0][1] < row[0] and row[1] < stopping[-1][0]])
+    assert draining["app3"] > 0, report_text
+
+    # Not one request failed during the whole graceful stop.
     assert not failures(rows), report_text
     assert served([row for row in rows if row[1] < signalled_at])["app3"] > 0, report_text
     after = served([row for row in rows if row[0] > gone_at])
