@@ -5,7 +5,9 @@ outsider, each a network namespace on one private switch (see netns.py).
 Each application host runs ``safefcgi run`` on TCP, allowing only the web
 host; the web host runs the shipped conf/lighttpd-cluster.conf or
 conf/nginx-cluster.conf.  Every client runs on a host: the load comes from
-the web host, the intruder from the outsider.
+the web host, the intruder from the outsider.  The web host also stands in
+for a balancer's health check, polling one host's --ping-path over FastCGI
+while that host stops gracefully.
 """
 
 from __future__ import annotations
