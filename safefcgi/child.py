@@ -1,8 +1,12 @@
 """What runs in a child: accept one connection at a time, serve it, report state.
 
-The child tells the master over its channel (see channel.py) when it holds
-a connection and which request it is running, so the master can grow the
-pool, and name the request when it kills a child for --timeout.
+The child keeps its state on its scoreboard (see scoreboard.py): whether it
+holds a connection and which request it is running, so the master can grow
+the pool, and name the request when it kills a child for --timeout. The
+channel (see channel.py) carries what is rare: "ready", "stop", "reopen".
+
+Idle children wait in epoll on the listener with EPOLLEXCLUSIVE, so a new
+connection wakes one of them, not all (no thundering herd).
 
 EOF on the channel means the master retired this child (or died): it
 finishes the request in hand and exits. A ``stop`` message, or SIGTERM,
@@ -15,7 +19,7 @@ from __future__ import annotations
 
 import logging
 import os
-import selectors
+import select
 import signal
 import socket
 from collections.abc import Callable, Iterable, Iterator
@@ -24,6 +28,8 @@ from typing import Any
 from . import channel as ch
 from .peers import PeerFilter
 from .protocol import FastCGIApplication, serve_connection
+from .scoreboard import Scoreboard
+from .wsgi import is_buffered
 
 log = logging.getLogger("safefcgi.child")
 
@@ -35,13 +41,13 @@ class ChildWorker:
 
     def __init__(self, listener: socket.socket, app: FastCGIApplication,
                  channel: socket.socket, max_requests: int = 0,
-                 peers: PeerFilter | None = None):
+                 peers: PeerFilter | None = None, board: Scoreboard | None = None):
         self.listener = listener
         self.app = app
         self.channel = channel
         self.max_requests = max_requests
         self.peers = peers
-        self.requests_served = 0
+        self.board = board or Scoreboard()
         self.pid = os.getpid()
         self._stop_requested = False  # drain the backlog, then exit
         self._master_alive = True
@@ -74,24 +80,26 @@ class ChildWorker:
         wake_fd = self.install_signal_handlers()
         self.listener.setblocking(False)
         self.app.application = ReportingApplication(self.app.application, self)
-        selector = selectors.DefaultSelector()
-        selector.register(self.listener, selectors.EVENT_READ, "listener")
-        selector.register(self.channel, selectors.EVENT_READ, "channel")
-        selector.register(wake_fd, selectors.EVENT_READ, "wake")
-        if not self._report(ch.IDLE):
+        listener_fd, channel_fd = self.listener.fileno(), self.channel.fileno()
+        poller = Poller(exclusive=[listener_fd], shared=[channel_fd, wake_fd])
+        self.board.idle()
+        if not self._report(ch.IDLE):  # once: "ready"; the scoreboard says the rest
             return
-        while True:
-            ready = {key.data for key, _ in selector.select()}
-            if "wake" in ready:
-                _drain(wake_fd)
-            if "channel" in ready and not self._read_channel():
-                log.debug("master closed our channel, exiting")
-                return
-            if self._stop_requested:
-                self._serve_backlog()
-                return
-            if "listener" in ready and not self._accept_and_serve():
-                return
+        try:
+            while True:
+                ready = poller.wait()
+                if wake_fd in ready:
+                    _drain(wake_fd)
+                if channel_fd in ready and not self._read_channel():
+                    log.debug("master closed our channel, exiting")
+                    return
+                if self._stop_requested:
+                    self._serve_backlog()
+                    return
+                if listener_fd in ready and not self._accept_and_serve():
+                    return
+        finally:
+            poller.close()
 
     def _should_stop(self) -> bool:
         """Stop asked for by a signal, a STOP message or the master closing our channel."""
@@ -126,14 +134,18 @@ class ChildWorker:
         self._master_alive = ch.send(self.channel, kind, **fields)
         return self._master_alive
 
+    @property
+    def requests_served(self) -> int:
+        return self.board.served
+
     def request_started(self, environ: dict[str, Any]) -> None:
         """Called for each request, so the master can name it if it hangs."""
-        self._report(ch.REQUEST, method=str(environ.get("REQUEST_METHOD", "")),
-                     uri=str(environ.get("REQUEST_URI") or environ.get("PATH_INFO", "")))
+        self.board.request_started(str(environ.get("REQUEST_METHOD", "")),
+                                   str(environ.get("REQUEST_URI")
+                                       or environ.get("PATH_INFO", "")))
 
     def request_finished(self) -> None:
-        self.requests_served += 1
-        self._report(ch.DONE, served=self.requests_served)
+        self.board.request_finished()
 
     # -- serving ----------------------------------------------------------------------
 
@@ -147,13 +159,14 @@ class ChildWorker:
             log.warning("accept failed: %s", exc)
             return True
         self._serve(conn, addr)
+        self.board.idle()
         if not self._master_alive:
             return False
         if self.max_requests and self.requests_served >= self.max_requests:
             log.debug("served %d requests, making room for a fresh child",
                       self.requests_served)
             return False
-        return self._report(ch.IDLE, served=self.requests_served)
+        return True
 
     def _serve(self, conn: socket.socket, addr: Any) -> None:
         if self.peers is not None and not self.peers.allows(addr):
@@ -161,7 +174,7 @@ class ChildWorker:
                         addr[0] if isinstance(addr, tuple) else addr, self.peers.source)
             conn.close()
             return
-        self._report(ch.BUSY)
+        self.board.connected()
         # accepted means served, master or not; a kept-open connection is let go
         # between requests once a stop is asked for
         serve_connection(self.app, conn, addr, stop_requested=self._should_stop)
@@ -202,6 +215,9 @@ class _ReportOnClose:
     def __init__(self, result: Iterable[bytes], on_close: Callable[[], None]):
         self._result = result
         self._on_close = on_close
+        # Keep the server's look-ahead for a buffered result (the last block
+        # leaves with the end of the request): see wsgi.is_buffered().
+        self.streaming = not is_buffered(result)
 
     def __iter__(self) -> Iterator[bytes]:
         return iter(self._result)
@@ -213,6 +229,38 @@ class _ReportOnClose:
                 close()
         finally:
             self._on_close()
+
+
+class Poller:
+    """Waits for any of a few fds; ``exclusive`` ones wake only one waiting process.
+
+    EPOLLEXCLUSIVE (Linux 4.5) on the shared listener: one connection, one
+    child woken. Elsewhere, poll() wakes every idle child and all but one find
+    nothing to accept, which is still correct.
+    """
+
+    def __init__(self, exclusive: list[int], shared: list[int]):
+        self._epoll = None
+        if hasattr(select, "epoll") and hasattr(select, "EPOLLEXCLUSIVE"):
+            self._epoll = select.epoll()
+            for fd in exclusive:
+                self._epoll.register(fd, select.EPOLLIN | select.EPOLLEXCLUSIVE)
+            for fd in shared:
+                self._epoll.register(fd, select.EPOLLIN)
+        else:
+            self._poll = select.poll()
+            for fd in exclusive + shared:
+                self._poll.register(fd, select.POLLIN)
+
+    def wait(self) -> set[int]:
+        """The fds that are ready (readable, closed or in error); blocks until one is."""
+        if self._epoll is not None:
+            return {fd for fd, _ in self._epoll.poll()}
+        return {fd for fd, _ in self._poll.poll()}
+
+    def close(self) -> None:
+        if self._epoll is not None:
+            self._epoll.close()
 
 
 def _adopt_output_fds(message: ch.Message) -> None:

@@ -38,10 +38,13 @@ from .privileges import Identity, drop_privileges
 from .process import redirect_output
 from .protocol import FastCGIApplication
 from .reload import Reloader
+from .scoreboard import IDLE as BOARD_IDLE
+from .scoreboard import Scoreboard
 
 log = logging.getLogger("safefcgi.master")
 
 TICK_SECONDS = 1.0  # the loop wakes at least this often, signals or not
+BOARD_POLL_SECONDS = 0.2  # how often the children's scoreboards are read
 BACKOFF_FIRST_SECONDS = 0.5
 BACKOFF_MAX_SECONDS = 30.0
 BOOT_FAILURES_BEFORE_SHOUTING = 5
@@ -81,6 +84,7 @@ class Child:
 
     pid: int
     channel: socket.socket | None
+    board: Scoreboard | None = None  # None for children adopted across a reload
     started_at: float = field(default_factory=time.monotonic)
     ready: bool = False  # passed its after-fork hooks and waits for requests
     idle: bool = False
@@ -100,6 +104,25 @@ class Child:
         if self.channel is not None:
             self.channel.close()
             self.channel = None
+
+    def close_board(self) -> None:
+        if self.board is not None:
+            self.board.close()
+            self.board = None
+
+    def read_board(self) -> None:
+        """Take over what the child last wrote on its scoreboard."""
+        if self.board is None or not self.ready:
+            return  # before "ready" the board says nothing yet
+        state = self.board.read()
+        if state is None:
+            return  # it kept changing: a busy child; read it next time
+        self.idle = state.state == BOARD_IDLE
+        self.served = state.served
+        if state.request is None:
+            self.request = None
+        elif (state.request, state.request_since) != (self.request, self.request_since):
+            self.request, self.request_since = state.request, state.request_since
 
     def describe_request(self) -> str:
         return "serving " + " ".join(self.request) if self.request else "idle"
@@ -217,6 +240,7 @@ class PreforkMaster:
         self._poll(self._select_timeout())
         self._handle_signals()
         self._reap()
+        self._read_boards()
         self._enforce_timeout()
         if not self._stopping:
             self._after_reload()
@@ -230,14 +254,18 @@ class PreforkMaster:
                 self._read_status(key.data)
 
     def _select_timeout(self) -> float:
-        """Wake in time for the next --timeout deadline, and at least every tick."""
+        """Wake in time for the next --timeout deadline, and to read the scoreboards."""
         if not self.config.timeout:
-            return TICK_SECONDS
+            return BOARD_POLL_SECONDS
         deadlines = [c.request_since + self.config.timeout for c in self.children.values()
                      if c.request is not None and not c.timed_out]
         if not deadlines:
-            return TICK_SECONDS
-        return min(TICK_SECONDS, max(min(deadlines) - time.monotonic(), 0.0) + 0.01)
+            return BOARD_POLL_SECONDS
+        return min(BOARD_POLL_SECONDS, max(min(deadlines) - time.monotonic(), 0.0) + 0.01)
+
+    def _read_boards(self) -> None:
+        for child in self.children.values():
+            child.read_board()
 
     def _handle_signals(self) -> None:
         while self._signals:
@@ -383,6 +411,8 @@ class PreforkMaster:
     def _child_exited(self, child: Child, status: int) -> None:
         self._unregister(child)
         child.close_channel()
+        child.read_board()  # the request it died in, if any
+        child.close_board()
         code = os.waitstatus_to_exitcode(status)
         if not child.ready:
             self._boot_failed(child, code)
@@ -494,25 +524,26 @@ class PreforkMaster:
         parent_end, child_end = ch.channel_pair()
         max_requests = request_limit(self.config.maxrequests, self.config.maxrequests_jitter,
                                      self._rng)
+        board = Scoreboard()
         _flush_std_streams()
         pid = os.fork()
         if pid == 0:
             parent_end.close()
-            os._exit(self._run_child(child_end, max_requests))
+            os._exit(self._run_child(child_end, max_requests, board))
         child_end.close()
         parent_end.setblocking(False)
-        child = Child(pid=pid, channel=parent_end)
+        child = Child(pid=pid, channel=parent_end, board=board)
         self.children[pid] = child
         self._selector.register(parent_end, selectors.EVENT_READ, child)
         log.debug("spawned child %d (request budget %s)", pid, max_requests or "unlimited")
         return child
 
-    def _run_child(self, channel: socket.socket, max_requests: int) -> int:
+    def _run_child(self, channel: socket.socket, max_requests: int, board: Scoreboard) -> int:
         """Body of a new child; never returns into the master's code."""
         try:
             self._become_child()
             self.worker = ChildWorker(self.listener, self.app, channel, max_requests,
-                                      peers=self.peers)
+                                      peers=self.peers, board=board)
             try:
                 self.hooks.run_after_fork(self)
             except HookError:
@@ -537,6 +568,7 @@ class PreforkMaster:
         os.close(self._wake_write)
         for sibling in self.children.values():
             sibling.close_channel()
+            sibling.close_board()
         self.children = {}
         self._signals.clear()
         drop_privileges(self.identity)
@@ -572,6 +604,7 @@ class PreforkMaster:
             self._poll(min(TICK_SECONDS, max(deadline - time.monotonic(), 0)))
             self._signals.clear()
             self._reap()
+            self._read_boards()
             self._enforce_timeout()
         if self.children:
             log.warning("%d children still busy after %.0f s, killing them: %s",
@@ -583,6 +616,7 @@ class PreforkMaster:
                 _wait_quietly(pid)
         for child in self.children.values():
             child.close_channel()
+            child.close_board()
         self.children.clear()
         log.info("all children have exited")
 
