@@ -22,14 +22,13 @@ import os
 import select
 import signal
 import socket
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Iterable
 from typing import Any
 
 from . import channel as ch
 from .peers import PeerFilter
 from .protocol import FastCGIApplication, serve_connection
 from .scoreboard import Scoreboard
-from .wsgi import is_buffered
 
 log = logging.getLogger("safefcgi.child")
 
@@ -79,7 +78,7 @@ class ChildWorker:
         """Serve until the master says stop, or max_requests is reached."""
         wake_fd = self.install_signal_handlers()
         self.listener.setblocking(False)
-        self.app.application = ReportingApplication(self.app.application, self)
+        self.app.observer = self  # request_started() / request_finished()
         listener_fd, channel_fd = self.listener.fileno(), self.channel.fileno()
         poller = Poller(exclusive=[listener_fd], shared=[channel_fd, wake_fd])
         self.board.idle()
@@ -190,45 +189,6 @@ class ChildWorker:
                 log.debug("accept while stopping failed: %s", exc)
                 return
             self._serve(conn, addr)
-
-
-class ReportingApplication:
-    """Wraps the WSGI application to tell the master which request is running."""
-
-    def __init__(self, application: Callable, worker: ChildWorker):
-        self.application = application
-        self.worker = worker
-
-    def __call__(self, environ: dict[str, Any], start_response: Callable) -> Iterable[bytes]:
-        self.worker.request_started(environ)
-        try:
-            result = self.application(environ, start_response)
-        except BaseException:
-            self.worker.request_finished()
-            raise
-        return _ReportOnClose(result, self.worker.request_finished)
-
-
-class _ReportOnClose:
-    """The application's response, reporting the end of the request once it is closed."""
-
-    def __init__(self, result: Iterable[bytes], on_close: Callable[[], None]):
-        self._result = result
-        self._on_close = on_close
-        # Keep the server's look-ahead for a buffered result (the last block
-        # leaves with the end of the request): see wsgi.is_buffered().
-        self.streaming = not is_buffered(result)
-
-    def __iter__(self) -> Iterator[bytes]:
-        return iter(self._result)
-
-    def close(self) -> None:
-        try:
-            close = getattr(self._result, "close", None)
-            if close is not None:
-                close()
-        finally:
-            self._on_close()
 
 
 class Poller:

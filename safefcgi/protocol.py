@@ -29,12 +29,13 @@ import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
 from flup.server.threadedserver import ThreadedServer
 
 from .records import (
     KEEP_CONN,
+    MAX_CONTENT,
     NULL_REQUEST_ID,
     ProtocolError,
     ProtocolStatus,
@@ -46,9 +47,9 @@ from .records import (
     encode_pairs,
     encode_record,
     encode_stream,
-    encode_stream_end,
     end_request,
     parse_begin_request,
+    stream_end_and_end_request,
     unknown_type,
 )
 from .wsgi import (
@@ -101,6 +102,14 @@ class RequestAborted(ConnectionAbortedError):
     """
 
 
+class RequestObserver(Protocol):
+    """Told when each request starts and ends (a prefork child keeps its scoreboard so)."""
+
+    def request_started(self, environ: dict[str, Any]) -> None: ...
+
+    def request_finished(self) -> None: ...
+
+
 class FastCGIApplication:
     """A WSGI application as served over FastCGI, with its limits and advertised capacity."""
 
@@ -112,6 +121,8 @@ class FastCGIApplication:
         self.multithreaded = multithreaded
         self.limits = limits or Limits()
         self.script_name = script_name
+        self.observer: RequestObserver | None = None
+        self.socket_timeout = _timeval(self.limits.read_timeout)
         # What FCGI_GET_VALUES reports: one request per connection, no multiplexing.
         self.capabilities = {
             "FCGI_MAX_CONNS": str(max_connections),
@@ -188,13 +199,12 @@ class Connection:
             # Anything else belongs to no active request: ignored, as the spec says.
 
     def _configure_socket(self) -> None:
-        self.sock.setblocking(True)
-        timeout = self.app.limits.read_timeout
-        if timeout > 0:
+        if self.sock.gettimeout() is not None:
+            self.sock.setblocking(True)
+        value = self.app.socket_timeout
+        if value is not None:
             # Kernel timeouts keep each recv/send one system call (Python's own
             # socket timeout would poll() before every one of them).
-            seconds = int(timeout)
-            value = struct.pack("ll", seconds, int((timeout - seconds) * 1_000_000))
             self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVTIMEO, value)
             self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDTIMEO, value)
 
@@ -448,6 +458,9 @@ class Request:
         # Which request this is on its connection (1 without FCGI_KEEP_CONN).
         environ["safefcgi.connection_requests"] = self.connection.requests_served + 1
         writer = ResponseWriter(self.emit)
+        observer = self.app.observer
+        if observer is not None:
+            observer.request_started(environ)
         try:
             run_application(self.app.application, environ, writer)
         except RequestAborted:
@@ -456,6 +469,9 @@ class Request:
             if self.connection.failure is None:
                 self.application_failed(writer)
             # else: our own read or write failed inside the application; raised below.
+        finally:
+            if observer is not None:
+                observer.request_finished()
         if self.connection.failure is not None:
             raise self.connection.failure
         self.end()
@@ -489,17 +505,32 @@ class Request:
             if final:
                 self.end()
             return
+        if final:
+            self.ended = True
+        if len(data) <= MAX_CONTENT:
+            # The common case, a block that fits one record: one bytes, one send.
+            out = encode_record(RecordType.STDOUT, self.id, data) if data else b""
+            if final:
+                out += stream_end_and_end_request(RecordType.STDOUT, self.id)
+            self.connection.send(out)
+            return
         pieces = encode_stream(RecordType.STDOUT, self.id, data)
         if final:
-            pieces.append(encode_stream_end(RecordType.STDOUT, self.id))
-            pieces.append(end_request(self.id))
-            self.ended = True
+            pieces.append(stream_end_and_end_request(RecordType.STDOUT, self.id))
         self.connection.send_pieces(pieces)
 
     def end(self) -> None:
         if not self.ended:
             self.ended = True
             self.connection.send(end_request(self.id))
+
+
+def _timeval(seconds: float) -> bytes | None:
+    """A struct timeval for SO_RCVTIMEO/SO_SNDTIMEO; None for no timeout."""
+    if seconds <= 0:
+        return None
+    whole = int(seconds)
+    return struct.pack("ll", whole, int((seconds - whole) * 1_000_000))
 
 
 class ThreadedFastCGIServer:

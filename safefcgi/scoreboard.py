@@ -23,7 +23,9 @@ from dataclasses import dataclass
 IDLE, CONNECTED, SERVING = 0, 1, 2  # no connection / a connection / inside a request
 # seq, state, served, request start (monotonic seconds), length of the request line
 _HEADER = struct.Struct("=QBxxxxxxxQdH")
+_SEQ = struct.Struct("=Q")
 TARGET_LIMIT = 1024  # bytes of "METHOD URI" kept (it is only for log lines)
+_WITH_TARGET = struct.Struct(_HEADER.format + f"{TARGET_LIMIT}s")
 SIZE = mmap.PAGESIZE
 READ_TRIES = 5
 
@@ -51,20 +53,22 @@ class Scoreboard:
 
     # -- the child's side ----------------------------------------------------------------
 
-    def _write(self, state: int, since: float = 0.0, target: bytes = b"") -> None:
+    def _write(self, state: int) -> None:
         self._seq += 1  # odd: being written
-        _HEADER.pack_into(self._map, 0, self._seq, state, self._served, since, len(target))
-        if target:
-            self._map[_HEADER.size:_HEADER.size + len(target)] = target
+        _HEADER.pack_into(self._map, 0, self._seq, state, self._served, 0.0, 0)
         self._seq += 1  # even: consistent
-        struct.pack_into("=Q", self._map, 0, self._seq)
+        _SEQ.pack_into(self._map, 0, self._seq)
 
     def connected(self) -> None:
         self._write(CONNECTED)
 
     def request_started(self, method: str, uri: str) -> None:
         target = f"{method} {uri}".encode("utf-8", "replace")[:TARGET_LIMIT]
-        self._write(SERVING, time.monotonic(), target)
+        self._seq += 1
+        _WITH_TARGET.pack_into(self._map, 0, self._seq, SERVING, self._served,
+                               time.monotonic(), len(target), target)
+        self._seq += 1
+        _SEQ.pack_into(self._map, 0, self._seq)
 
     def request_finished(self) -> None:
         self._served += 1
@@ -85,7 +89,7 @@ class Scoreboard:
             seq, state, served, since, length = _HEADER.unpack_from(self._map, 0)
             target = bytes(self._map[_HEADER.size:_HEADER.size + min(length, TARGET_LIMIT)]) \
                 if state == SERVING else b""
-            if seq % 2 == 0 and struct.unpack_from("=Q", self._map, 0)[0] == seq:
+            if seq % 2 == 0 and _SEQ.unpack_from(self._map, 0)[0] == seq:
                 request = None
                 if state == SERVING:
                     method, _, uri = target.decode("utf-8", "replace").partition(" ")
