@@ -49,6 +49,7 @@ class ChildWorker:
         self.board = board or Scoreboard()
         self.pid = os.getpid()
         self._stop_requested = False  # drain the backlog, then exit
+        self._wake_fd = -1  # signals write here (see install_signal_handlers)
         self._master_alive = True
 
     def install_signal_handlers(self) -> int:
@@ -76,7 +77,7 @@ class ChildWorker:
 
     def serve(self) -> None:
         """Serve until the master says stop, or max_requests is reached."""
-        wake_fd = self.install_signal_handlers()
+        wake_fd = self._wake_fd = self.install_signal_handlers()
         self.listener.setblocking(False)
         self.app.observer = self  # request_started() / request_finished()
         listener_fd, channel_fd = self.listener.fileno(), self.channel.fileno()
@@ -139,9 +140,8 @@ class ChildWorker:
 
     def request_started(self, environ: dict[str, Any]) -> None:
         """Called for each request, so the master can name it if it hangs."""
-        self.board.request_started(str(environ.get("REQUEST_METHOD", "")),
-                                   str(environ.get("REQUEST_URI")
-                                       or environ.get("PATH_INFO", "")))
+        self.board.request_started(environ.get("REQUEST_METHOD", ""),
+                                   environ.get("REQUEST_URI") or environ.get("PATH_INFO", ""))
 
     def request_finished(self) -> None:
         self.board.request_finished()
@@ -176,7 +176,9 @@ class ChildWorker:
         self.board.connected()
         # accepted means served, master or not; a kept-open connection is let go
         # between requests once a stop is asked for
-        serve_connection(self.app, conn, addr, stop_requested=self._should_stop)
+        serve_connection(self.app, conn, addr, stop_requested=self._should_stop,
+                         waiting_elsewhere=self.listener,
+                         stop_fds=(self.channel, self._wake_fd))
 
     def _serve_backlog(self) -> None:
         """On stop: serve what already waits in the listen backlog, then return."""

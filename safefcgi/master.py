@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import dataclasses
 import errno
+import gc
 import logging
 import os
 import random
@@ -179,6 +180,7 @@ class PreforkMaster:
             log.info("prefork master ready: %d-%d spare children, at most %d",
                      self.limits.minspare, self.limits.maxspare, self.limits.maxchildren)
             self._adopt_inherited()
+            gc.collect()  # garbage of the project's import is not worth sharing
             for _ in range(self._initial_children()):
                 self._spawn_if_allowed()
             while not self._stopping:
@@ -526,6 +528,9 @@ class PreforkMaster:
                                      self._rng)
         board = Scoreboard()
         _flush_std_streams()
+        # Frozen objects are never visited by the collector, so a child's
+        # collections do not write to (and so copy) the pages it shares with us.
+        gc.freeze()
         pid = os.fork()
         if pid == 0:
             parent_end.close()

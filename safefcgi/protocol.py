@@ -27,7 +27,7 @@ import socket
 import struct
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -138,14 +138,21 @@ class FastCGIApplication:
 
 
 def serve_connection(app: FastCGIApplication, sock: socket.socket, addr: Any, *,
-                     stop_requested: Callable[[], bool] | None = None) -> bool:
+                     stop_requested: Callable[[], bool] | None = None,
+                     waiting_elsewhere: socket.socket | None = None,
+                     stop_fds: Sequence[Any] = ()) -> bool:
     """Serve every request on one web-server connection, then close it.
 
     Never raises for bad input or a vanished peer: returns False after one log
-    line instead. ``stop_requested`` lets a kept-open connection (FCGI_KEEP_CONN)
-    end between requests when the server is stopping.
+    line instead. ``waiting_elsewhere`` (a prefork child's listener) readable
+    means another connection waits for this process: an idle kept-open
+    connection is then closed, so it does not hold the process while others
+    queue (the web server opens a new one when it needs it).
+    ``stop_requested`` lets a kept-open connection (FCGI_KEEP_CONN)
+    end between requests when the server is stopping; it is asked when one
+    of ``stop_fds`` becomes readable (and at least every second without them).
     """
-    connection = Connection(app, sock, stop_requested)
+    connection = Connection(app, sock, stop_requested, waiting_elsewhere, stop_fds)
     try:
         connection.serve()
         return True
@@ -174,11 +181,15 @@ class Connection:
     """One web-server connection: reads records through one buffer, serves its requests."""
 
     def __init__(self, app: FastCGIApplication, sock: socket.socket,
-                 stop_requested: Callable[[], bool] | None = None):
+                 stop_requested: Callable[[], bool] | None = None,
+                 waiting_elsewhere: socket.socket | None = None,
+                 stop_fds: Sequence[Any] = ()):
         self.app = app
         self.sock = sock
         self.reader = RecordReader()
         self.stop_requested = stop_requested
+        self.waiting_elsewhere = waiting_elsewhere
+        self.stop_fds = list(stop_fds)
         self.requests_served = 0
         self.failure: BaseException | None = None  # why the connection is unusable
 
@@ -237,19 +248,29 @@ class Connection:
         return None
 
     def _wait_for_next_request(self) -> bool:
-        """Between requests on a kept-open connection, notice a stop of the server."""
+        """Between requests on a kept-open connection: notice a stop, or others waiting."""
         # The first request of a connection is always served: it was accepted.
         if self.stop_requested is None or not self.requests_served or self.reader.buffered:
             return True
         timeout = self.app.limits.read_timeout
         deadline = time.monotonic() + timeout if timeout > 0 else None
-        while not self.stop_requested():
+        watched = [self.sock, *self.stop_fds]
+        if self.waiting_elsewhere is not None:
+            watched.append(self.waiting_elsewhere)
+        # Without stop fds, ask at once and then every STOP_POLL_SECONDS; with
+        # them, only when one of them wakes us (a signal, a message).
+        check_stop = not self.stop_fds
+        while not (check_stop and self.stop_requested()):
             wait = STOP_POLL_SECONDS
             if deadline is not None:
                 wait = min(wait, max(deadline - time.monotonic(), 0))
-            readable, _, _ = select.select([self.sock], [], [], wait)
-            if readable or (deadline is not None and time.monotonic() >= deadline):
+            readable, _, _ = select.select(watched, [], [], wait)
+            if self.sock in readable or (deadline is not None and time.monotonic() >= deadline):
                 return True  # read_record() reports data, EOF or the idle timeout
+            if self.waiting_elsewhere is not None and self.waiting_elsewhere in readable:
+                log.debug("another connection is waiting: kept-open connection closed")
+                return False
+            check_stop = True
         log.debug("server stopping: kept-open connection closed between requests")
         return False
 

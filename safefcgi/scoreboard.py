@@ -63,7 +63,8 @@ class Scoreboard:
         self._write(CONNECTED)
 
     def request_started(self, method: str, uri: str) -> None:
-        target = f"{method} {uri}".encode("utf-8", "replace")[:TARGET_LIMIT]
+        # environ values are bytes decoded as latin-1 (PEP 3333): back to the same bytes.
+        target = (method + " " + uri).encode("latin-1", "replace")[:TARGET_LIMIT]
         self._seq += 1
         _WITH_TARGET.pack_into(self._map, 0, self._seq, SERVING, self._served,
                                time.monotonic(), len(target), target)
@@ -92,7 +93,7 @@ class Scoreboard:
             if seq % 2 == 0 and _SEQ.unpack_from(self._map, 0)[0] == seq:
                 request = None
                 if state == SERVING:
-                    method, _, uri = target.decode("utf-8", "replace").partition(" ")
+                    method, _, uri = target.decode("latin-1").partition(" ")
                     request = (method, uri)
                 return ChildState(state, served, since, request)
         return None
