@@ -95,8 +95,9 @@ def django_views() -> list[View]:
 PLAIN_VIEW = View("plain", "/bench/hello", lua_string("Hello from plain WSGI\n"))
 
 
-def build_contenders(base: Path, env: dict, children: int, plain: bool) -> list[Contender]:
-    prefix = "plain-" if plain else ""
+def build_contenders(base: Path, env: dict, children: int, plain: bool,
+                     prefix: str = "") -> list[Contender]:
+    prefix = prefix or ("plain-" if plain else "")
     sock = base / "sock"
     sock.mkdir(exist_ok=True)
 
@@ -173,14 +174,22 @@ class Bench:
 
     # -- memory -----------------------------------------------------------------------
 
-    def memory(self, contenders: list[Contender], view: View) -> dict:
-        """USS/PSS per worker and per tree, after at least 10,000 requests each."""
+    def memory(self, contenders: list[Contender], views: list[View]) -> dict:
+        """USS/PSS per worker and per tree of fresh servers after 10,000 requests each.
+
+        Fresh, so that what earlier loads left (buffers of the 1 MiB and 10 MiB
+        views) does not count: this is a site serving small pages and queries.
+        """
         out = {}
         for contender in contenders:
-            for _ in range(20):
-                if self.served.get(contender.name, 0) >= MEMORY_WARMUP_REQUESTS:
+            served = 0
+            for _ in range(40):
+                if served >= MEMORY_WARMUP_REQUESTS:
                     break
-                self.measure(contender, view, 2)
+                for view in views:
+                    served += load.run_wrk(contender.url, view, 1, self.plan.connections,
+                                           self.scripts).requests
+            self.served[contender.name] = served
             workers = measure.children_of(contender.pid) or [contender.pid]
             per_worker = [measure.memory(pid) for pid in workers]
             tree = sum((measure.memory(pid) for pid in measure.tree(contender.pid)),
@@ -201,7 +210,7 @@ class Bench:
         return out
 
     def upload_peak(self, contenders: list[Contender]) -> dict:
-        """Peak RSS growth of the worker that serves one 100 MB upload."""
+        """Peak RSS growth of the worker that serves one 100 MB upload (fresh servers)."""
         expected = f"{BIG_UPLOAD} {upload_crc(BIG_UPLOAD)}".encode()
         out = {}
         for contender in contenders:
@@ -296,7 +305,7 @@ def main(argv: list[str] | None = None) -> int:
         stack.callback(postgres.stop)
         env = postgres.django_env()
         groups = []
-        if phases & {"throughput", "memory", "upload", "concurrency"}:
+        if phases & {"throughput", "concurrency"}:
             groups.append((False, django_views()))
         if "plain" in phases:
             groups.append((True, [PLAIN_VIEW]))
@@ -317,15 +326,26 @@ def main(argv: list[str] | None = None) -> int:
                 if plain:
                     continue
                 by_name = {c.name: c for c in contenders}
-                if "memory" in phases:
-                    results["memory"] = bench.memory(contenders, views[0])
-                if "upload" in phases:
-                    results["upload_100mb"] = bench.upload_peak(
-                        [by_name[n] for n in ("safefcgi", "safefcgi-threaded", "flup6",
-                                              "uwsgi", "gunicorn")])
                 if "concurrency" in phases:
                     results["concurrency"] = bench.concurrency(
                         [by_name[n] for n in ("safefcgi", "flup6", "uwsgi")], views[0])
+        if phases & {"memory", "upload"}:
+            with ExitStack() as group:
+                fresh = [c for c in build_contenders(base, env, plan.children, plain=False,
+                                                     prefix="fresh-")
+                         if c.name != "safefcgi-keepconn"]
+                for contender in fresh:
+                    contender.start(bench.logs)
+                    group.callback(contender.stop)
+                for contender in fresh:
+                    contender.wait_for_socket()
+                nginx = services.Nginx(base / "nginx-fresh", keepalive=1)
+                nginx.start(fresh)
+                group.callback(nginx.stop)
+                if "memory" in phases:
+                    results["memory"] = bench.memory(fresh, django_views()[:2])
+                if "upload" in phases:
+                    results["upload_100mb"] = bench.upload_peak(fresh)
         if "children" in phases:
             results["children"] = bench.children(env, django_views()[0])
     results["runs"] = bench.runs

@@ -113,7 +113,9 @@ def uwsgi(name: str, socket: Path, children: int, env: dict, *, plain: bool = Fa
     argv = [VENV_BIN / "uwsgi", "--fastcgi-socket", socket, "--master", "--processes", children,
             "--home", VENV_BIN.parent, "--pythonpath", SITE_DIR, "--pythonpath", EXAMPLE_DIR,
             "--module", PLAIN_WSGI if plain else DJANGO_WSGI, "--need-app",
-            "--disable-logging", "--die-on-term", "--buffer-size", "32768"]
+            "--disable-logging", "--die-on-term", "--buffer-size", "32768",
+            # Its default backlog (100) turns a burst of 256 connections into 502s.
+            "--listen", "1024"]
     return Contender(name, argv, socket, env=env)
 
 
