@@ -79,6 +79,9 @@ class ChildWorker:
         """Serve until the master says stop, or max_requests is reached."""
         wake_fd = self._wake_fd = self.install_signal_handlers()
         self.listener.setblocking(False)
+        # Plain ints, read once (the properties build enums on every access).
+        self._listener_kind = (int(self.listener.family), int(self.listener.type),
+                               self.listener.proto)
         self.app.observer = self  # request_started() / request_finished()
         listener_fd, channel_fd = self.listener.fileno(), self.channel.fileno()
         poller = Poller(exclusive=[listener_fd], shared=[channel_fd, wake_fd])
@@ -148,10 +151,20 @@ class ChildWorker:
 
     # -- serving ----------------------------------------------------------------------
 
+    def _accept(self) -> tuple[socket.socket, Any]:
+        """socket.accept() without its per-call cost of turning family and type into enums.
+
+        The same steps as the standard library's accept(): the C-level
+        ``_accept`` and a socket object of the listener's (cached) kind.
+        """
+        fd, addr = self.listener._accept()
+        family, kind, proto = self._listener_kind
+        return socket.socket(family, kind, proto, fileno=fd), addr
+
     def _accept_and_serve(self) -> bool:
         """Serve one connection if we win the race for it; False means exit now."""
         try:
-            conn, addr = self.listener.accept()
+            conn, addr = self._accept()
         except (BlockingIOError, InterruptedError):
             return True  # a sibling took it
         except OSError as exc:
@@ -184,7 +197,7 @@ class ChildWorker:
         """On stop: serve what already waits in the listen backlog, then return."""
         for _ in range(DRAIN_LIMIT):
             try:
-                conn, addr = self.listener.accept()
+                conn, addr = self._accept()
             except (BlockingIOError, InterruptedError):
                 return
             except OSError as exc:
