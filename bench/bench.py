@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import json
 import logging
 import os
 import platform
@@ -154,7 +153,7 @@ class Bench:
         log.info("%-10s %-18s c=%-3d %8.0f req/s  p99 %6.1f ms  cpu %6.1f us/req  "
                  "errors %d%s", view.name, contender.name, connections, result.rps,
                  result.p99_us / 1000, run["cpu_us_per_request"] or 0, result.errors,
-                 "  DISTURBED (%.2f cores)" % foreign if run["disturbed"] else "")
+                 f"  DISTURBED ({foreign:.2f} cores)" if run["disturbed"] else "")
         if result.first_bad:
             log.warning("  first bad response: %s", result.first_bad)
         return run
