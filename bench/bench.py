@@ -10,6 +10,7 @@ import dataclasses
 import logging
 import os
 import platform
+import shutil
 import statistics
 import sys
 import tempfile
@@ -358,6 +359,7 @@ def main(argv: list[str] | None = None) -> int:
     }
     results["summary"] = report.summarise(bench.runs)
     results["targets"] = report.targets(results)
+    shutil.rmtree(base, ignore_errors=True)  # kept only when the run failed, for its logs
     paths = report.write(results, RESULTS_DIR, update_readme=not args.no_readme)
     print(report.text(results))
     for path in paths:

@@ -180,7 +180,6 @@ class PreforkMaster:
             log.info("prefork master ready: %d-%d spare children, at most %d",
                      self.limits.minspare, self.limits.maxspare, self.limits.maxchildren)
             self._adopt_inherited()
-            gc.collect()  # garbage of the project's import is not worth sharing
             for _ in range(self._initial_children()):
                 self._spawn_if_allowed()
             while not self._stopping:
@@ -530,6 +529,9 @@ class PreforkMaster:
         _flush_std_streams()
         # Frozen objects are never visited by the collector, so a child's
         # collections do not write to (and so copy) the pages it shares with us.
+        # Garbage is collected first, so it is not frozen for good; after the
+        # first fork this only looks at what the master made since.
+        gc.collect()
         gc.freeze()
         pid = os.fork()
         if pid == 0:

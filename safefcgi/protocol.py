@@ -72,6 +72,11 @@ DEFAULT_READ_TIMEOUT = 30.0
 RECV_SIZE = 256 * 1024
 SEND_BATCH = 1024 * 1024  # a huge block is encoded and sent a megabyte at a time
 STOP_POLL_SECONDS = 1.0
+# How long an idle kept-open connection may still bring its next request once
+# another connection waits. Under load the web server reuses it at once; one
+# it leaves unused this long is closed (closing one it is about to use makes
+# it retry, or fail a POST).
+KEPT_CONNECTION_GRACE_SECONDS = 0.01
 
 
 @dataclass(frozen=True)
@@ -268,6 +273,8 @@ class Connection:
             if self.sock in readable or (deadline is not None and time.monotonic() >= deadline):
                 return True  # read_record() reports data, EOF or the idle timeout
             if self.waiting_elsewhere is not None and self.waiting_elsewhere in readable:
+                if select.select([self.sock], [], [], KEPT_CONNECTION_GRACE_SECONDS)[0]:
+                    return True
                 log.debug("another connection is waiting: kept-open connection closed")
                 return False
             check_stop = True
