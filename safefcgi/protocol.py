@@ -573,6 +573,11 @@ class ThreadedFastCGIServer:
         self._server = ThreadedServer(jobClass=_ConnectionJob, jobArgs=(self.app,),
                                       minSpare=min_spare, maxSpare=max_spare,
                                       maxThreads=max_threads)
+        # flup closes a connection it accepted while every thread is busy, and
+        # the web server answers 502: queue it for the next free thread instead.
+        pool = self._server._threadPool
+        add_job = pool.addJob
+        pool.addJob = lambda job, allowQueuing=True: add_job(job, allowQueuing=True)
 
     def serve_forever(self, sock: socket.socket) -> None:
         """Serve until SIGTERM/SIGINT/SIGHUP (flup's loop polls with a 1 s timeout)."""

@@ -2,6 +2,7 @@
 that give way, and the master knowing what a child serves without a message per request."""
 
 import os
+import threading
 
 from safefcgi import client
 
@@ -55,3 +56,24 @@ def test_the_master_names_a_request_that_outlives_timeout(start_server):
     assert wait_for(lambda: "GET /sleep?seconds=30" in server.log, 10), server.log
     assert wait_for(lambda: child not in server.children(), 10)
     assert os.path.exists(server.socket)
+
+
+def test_threaded_queues_a_connection_while_every_thread_is_busy(start_server):
+    server = start_server("--method", "threaded", "--minspare", "1", "--maxspare", "1",
+                          "--maxthreads", "1")
+    errors, answers = [], []
+
+    def slow() -> None:
+        try:
+            answers.append(client.request(server.socket, "/sleep?seconds=1", timeout=10).status)
+        except (OSError, ConnectionError) as exc:
+            errors.append(exc)
+
+    worker = threading.Thread(target=slow)
+    worker.start()
+    wait_for(lambda: "sleeps 1" in server.log, 5)
+    # flup6 closed this connection at once (all threads busy): nginx turned that into 502.
+    second = client.request(server.socket, "/hello", timeout=10)
+    worker.join(15)
+    assert second.status == 200
+    assert answers == [200] and not errors
