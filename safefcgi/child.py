@@ -1,8 +1,12 @@
 """What runs in a child: accept one connection at a time, serve it, report state.
 
-The child tells the master over its channel (see channel.py) when it holds
-a connection and which request it is running, so the master can grow the
-pool, and name the request when it kills a child for --timeout.
+The child keeps its state on its scoreboard (see scoreboard.py): whether it
+holds a connection and which request it is running, so the master can grow
+the pool, and name the request when it kills a child for --timeout. The
+channel (see channel.py) carries what is rare: "ready", "stop", "reopen".
+
+Idle children wait in epoll on the listener with EPOLLEXCLUSIVE, so a new
+connection wakes one of them, not all (no thundering herd).
 
 A ``retire`` message, or EOF on the channel (the master died), means this
 child is no longer wanted: it finishes the request in hand and exits. A
@@ -17,17 +21,17 @@ import json
 import logging
 import os
 import select
-import selectors
 import signal
 import socket
 import time
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any
 
 from . import channel as ch
 from . import titles
 from .peers import PeerFilter
 from .protocol import FastCGIApplication, serve_connection
+from .scoreboard import Scoreboard
 
 if TYPE_CHECKING:
     from .ops import Operability
@@ -44,20 +48,22 @@ class ChildWorker:
     def __init__(self, listener: socket.socket, app: FastCGIApplication,
                  channel: socket.socket, max_requests: int = 0,
                  peers: PeerFilter | None = None, ops: Operability | None = None,
-                 draining: bool = False):
+                 board: Scoreboard | None = None, draining: bool = False):
         self.listener = listener
         self.app = app
         self.channel = channel
         self.max_requests = max_requests
         self.peers = peers
-        self.requests_served = 0
+        self.board = board or Scoreboard()
         self.pid = os.getpid()
         self._stop_requested = False  # drain the backlog, then exit
+        self._wake_fd = -1  # signals write here (see install_signal_handlers)
         self._master_alive = True
         self._retired = False  # the master asked us to finish and exit
         self.ops = ops
         self.draining = draining  # the server stops soon: ping says so (--ping-drain)
         self.current_request: tuple[str, str, float] | None = None  # method, URI, since
+        self._operator_request = False  # the request running is a status or ping page
 
     def install_signal_handlers(self) -> int:
         """TERM: finish, serve the backlog, exit. QUIT: die now. INT, HUP...: the master's.
@@ -87,29 +93,35 @@ class ChildWorker:
 
     def serve(self) -> None:
         """Serve until the master says stop, or max_requests is reached."""
-        wake_fd = self.install_signal_handlers()
+        wake_fd = self._wake_fd = self.install_signal_handlers()
         self.listener.setblocking(False)
-        application = ReportingApplication(self.app.application, self)
-        self.app.application = self.ops.wrap(application, self) if self.ops else application
+        # Plain ints, read once (the properties build enums on every access).
+        self._listener_kind = (int(self.listener.family), int(self.listener.type),
+                               self.listener.proto)
+        if self.ops:  # operator pages and the access log around the application
+            self.app.application = self.ops.wrap(self.app.application, self)
+        self.app.observer = self  # request_started() / request_finished()
         titles.child_idle()
-        selector = selectors.DefaultSelector()
-        selector.register(self.listener, selectors.EVENT_READ, "listener")
-        selector.register(self.channel, selectors.EVENT_READ, "channel")
-        selector.register(wake_fd, selectors.EVENT_READ, "wake")
-        if not self._report(ch.IDLE):
+        listener_fd, channel_fd = self.listener.fileno(), self.channel.fileno()
+        poller = Poller(exclusive=[listener_fd], shared=[channel_fd, wake_fd])
+        self.board.idle()
+        if not self._report(ch.IDLE):  # once: "ready"; the scoreboard says the rest
             return
-        while True:
-            ready = {key.data for key, _ in selector.select()}
-            if "wake" in ready:
-                _drain(wake_fd)
-            if "channel" in ready and not self._read_channel():
-                log.debug("master closed our channel, exiting")
-                return
-            if self._stop_requested:
-                self._serve_backlog()
-                return
-            if "listener" in ready and not self._accept_and_serve():
-                return
+        try:
+            while True:
+                ready = poller.wait()
+                if wake_fd in ready:
+                    _drain(wake_fd)
+                if channel_fd in ready and not self._read_channel():
+                    log.debug("master closed our channel, exiting")
+                    return
+                if self._stop_requested:
+                    self._serve_backlog()
+                    return
+                if listener_fd in ready and not self._accept_and_serve():
+                    return
+        finally:
+            poller.close()
 
     def _should_stop(self) -> bool:
         """Stop asked for by a signal, a STOP message or the master closing our channel."""
@@ -195,25 +207,44 @@ class ChildWorker:
         self._master_alive = ch.send(self.channel, kind, **fields)
         return self._master_alive
 
+    @property
+    def requests_served(self) -> int:
+        return self.board.served
+
     def request_started(self, environ: dict[str, Any]) -> None:
         """Called for each request, so the master can name it if it hangs."""
         method = str(environ.get("REQUEST_METHOD", ""))
         uri = str(environ.get("REQUEST_URI") or environ.get("PATH_INFO", ""))
+        self._operator_request = self.ops is not None and self.ops.is_operator_request(environ)
+        if self._operator_request:
+            return  # status and ping are the server's own: not counted as requests
         self.current_request = (method, uri, time.monotonic())
         titles.child_busy(method, uri)
-        self._report(ch.REQUEST, method=method, uri=uri)
+        self.board.request_started(method, uri)
 
     def request_finished(self) -> None:
+        if self._operator_request:
+            self._operator_request = False
+            return
         self.current_request = None
-        self.requests_served += 1
-        self._report(ch.DONE, served=self.requests_served)
+        self.board.request_finished()
 
     # -- serving ----------------------------------------------------------------------
+
+    def _accept(self) -> tuple[socket.socket, Any]:
+        """socket.accept() without its per-call cost of turning family and type into enums.
+
+        The same steps as the standard library's accept(): the C-level
+        ``_accept`` and a socket object of the listener's (cached) kind.
+        """
+        fd, addr = self.listener._accept()
+        family, kind, proto = self._listener_kind
+        return socket.socket(family, kind, proto, fileno=fd), addr
 
     def _accept_and_serve(self) -> bool:
         """Serve one connection if we win the race for it; False means exit now."""
         try:
-            conn, addr = self.listener.accept()
+            conn, addr = self._accept()
         except (BlockingIOError, InterruptedError):
             return True  # a sibling took it
         except OSError as exc:
@@ -221,21 +252,24 @@ class ChildWorker:
             return True
         self._serve(conn, addr)
         titles.child_idle()
+        self.board.idle()
         if not self._master_alive or self._retired:
             return False
         if self.max_requests and self.requests_served >= self.max_requests:
             log.debug("served %d requests, making room for a fresh child",
                       self.requests_served)
             return False
-        return self._report(ch.IDLE, served=self.requests_served)
+        return True
 
     def _serve(self, conn: socket.socket, addr: Any) -> None:
         if self.peers is not None and not self.peers.admit(conn, addr):
             return
-        self._report(ch.BUSY)
+        self.board.connected()
         # accepted means served, master or not; a kept-open connection is let go
         # between requests once a stop is asked for
-        serve_connection(self.app, conn, addr, stop_requested=self._should_stop)
+        serve_connection(self.app, conn, addr, stop_requested=self._should_stop,
+                         waiting_elsewhere=self.listener,
+                         stop_fds=(self.channel, self._wake_fd))
 
     def _serve_backlog(self) -> None:
         """On stop: take every connection already queued, let go of the listener, serve them.
@@ -250,7 +284,7 @@ class ChildWorker:
         queued = []
         for _ in range(DRAIN_LIMIT):
             try:
-                queued.append(self.listener.accept())
+                queued.append(self._accept())
             except (BlockingIOError, InterruptedError):
                 break
             except OSError as exc:
@@ -261,40 +295,36 @@ class ChildWorker:
             self._serve(conn, addr)
 
 
-class ReportingApplication:
-    """Wraps the WSGI application to tell the master which request is running."""
+class Poller:
+    """Waits for any of a few fds; ``exclusive`` ones wake only one waiting process.
 
-    def __init__(self, application: Callable, worker: ChildWorker):
-        self.application = application
-        self.worker = worker
+    EPOLLEXCLUSIVE (Linux 4.5) on the shared listener: one connection, one
+    child woken. Elsewhere, poll() wakes every idle child and all but one find
+    nothing to accept, which is still correct.
+    """
 
-    def __call__(self, environ: dict[str, Any], start_response: Callable) -> Iterable[bytes]:
-        self.worker.request_started(environ)
-        try:
-            result = self.application(environ, start_response)
-        except BaseException:
-            self.worker.request_finished()
-            raise
-        return _ReportOnClose(result, self.worker.request_finished)
+    def __init__(self, exclusive: list[int], shared: list[int]):
+        self._epoll = None
+        if hasattr(select, "epoll") and hasattr(select, "EPOLLEXCLUSIVE"):
+            self._epoll = select.epoll()
+            for fd in exclusive:
+                self._epoll.register(fd, select.EPOLLIN | select.EPOLLEXCLUSIVE)
+            for fd in shared:
+                self._epoll.register(fd, select.EPOLLIN)
+        else:
+            self._poll = select.poll()
+            for fd in exclusive + shared:
+                self._poll.register(fd, select.POLLIN)
 
-
-class _ReportOnClose:
-    """The application's response, reporting the end of the request once it is closed."""
-
-    def __init__(self, result: Iterable[bytes], on_close: Callable[[], None]):
-        self._result = result
-        self._on_close = on_close
-
-    def __iter__(self) -> Iterator[bytes]:
-        return iter(self._result)
+    def wait(self) -> set[int]:
+        """The fds that are ready (readable, closed or in error); blocks until one is."""
+        if self._epoll is not None:
+            return {fd for fd, _ in self._epoll.poll()}
+        return {fd for fd, _ in self._poll.poll()}
 
     def close(self) -> None:
-        try:
-            close = getattr(self._result, "close", None)
-            if close is not None:
-                close()
-        finally:
-            self._on_close()
+        if self._epoll is not None:
+            self._epoll.close()
 
 
 def _adopt_output_fds(message: ch.Message, allowed: set[int]) -> None:

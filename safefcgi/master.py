@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import dataclasses
 import errno
+import gc
 import json
 import logging
 import os
@@ -40,11 +41,14 @@ from .privileges import Identity, drop_privileges
 from .process import redirect_output
 from .protocol import FastCGIApplication
 from .reload import Reloader
+from .scoreboard import IDLE as BOARD_IDLE
+from .scoreboard import Scoreboard
 from .status import PoolStats, listen_queue, snapshot
 
 log = logging.getLogger("safefcgi.master")
 
 TICK_SECONDS = 1.0  # the loop wakes at least this often, signals or not
+BOARD_POLL_SECONDS = 0.2  # how often the children's scoreboards are read
 BACKOFF_FIRST_SECONDS = 0.5
 BACKOFF_MAX_SECONDS = 30.0
 BOOT_FAILURES_BEFORE_SHOUTING = 5
@@ -84,6 +88,7 @@ class Child:
 
     pid: int
     channel: socket.socket | None
+    board: Scoreboard | None = None  # None for children adopted across a reload
     started_at: float = field(default_factory=time.monotonic)
     ready: bool = False  # passed its after-fork hooks and waits for requests
     idle: bool = False
@@ -113,6 +118,25 @@ class Child:
         if self.channel is not None:
             self.channel.close()
             self.channel = None
+
+    def close_board(self) -> None:
+        if self.board is not None:
+            self.board.close()
+            self.board = None
+
+    def read_board(self) -> None:
+        """Take over what the child last wrote on its scoreboard."""
+        if self.board is None or not self.ready:
+            return  # before "ready" the board says nothing yet
+        state = self.board.read()
+        if state is None:
+            return  # it kept changing: a busy child; read it next time
+        self.idle = state.state == BOARD_IDLE
+        self.served = state.served
+        if state.request is None:
+            self.request = None
+        elif (state.request, state.request_since) != (self.request, self.request_since):
+            self.request, self.request_since = state.request, state.request_since
 
     def describe_request(self) -> str:
         return "serving " + " ".join(self.request) if self.request else "idle"
@@ -236,6 +260,7 @@ class PreforkMaster:
         self._poll(self._select_timeout())
         self._handle_signals()
         self._reap()
+        self._read_boards()
         self._enforce_timeout()
         self._watch_slow_requests()
         if self._drain_until is not None and time.monotonic() >= self._drain_until:
@@ -255,7 +280,8 @@ class PreforkMaster:
             self._answer_status_queries()
 
     def _select_timeout(self) -> float:
-        """Wake in time for the next --timeout deadline, and at least every tick."""
+        """Wake in time for the next deadline (--timeout, slow log, ping drain) and to
+        read the scoreboards."""
         deadlines = [c.request_since + self.config.timeout for c in self.children.values()
                      if self.config.timeout and c.request is not None and not c.timed_out]
         deadlines += [c.request_since + self.ops.slowlog_timeout
@@ -264,8 +290,13 @@ class PreforkMaster:
         if self._drain_until is not None:
             deadlines.append(self._drain_until)
         if not deadlines:
-            return TICK_SECONDS
-        return min(TICK_SECONDS, max(min(deadlines) - time.monotonic(), 0.0) + 0.01)
+            return BOARD_POLL_SECONDS
+        return min(BOARD_POLL_SECONDS, max(min(deadlines) - time.monotonic(), 0.0) + 0.01)
+
+    def _read_boards(self) -> None:
+        for child in self.children.values():
+            child.read_board()
+        self.stats.observe(self.children.values(), self.limits.maxchildren)
 
     def _handle_signals(self) -> None:
         while self._signals:
@@ -378,26 +409,13 @@ class PreforkMaster:
     def _apply(self, child: Child, message: ch.Message) -> None:
         for fd in message.fds:  # children never send fds; do not leak any
             os.close(fd)
-        if message.kind == ch.IDLE:
+        if message.kind == ch.IDLE:  # sent once, when the child is ready
             if not child.ready:
                 child.ready = True
                 self._any_child_ready = True
                 self._boot_failures = 0
             child.idle = True
             child.request = None
-            self.stats.child_idle(child.pid)
-        elif message.kind == ch.BUSY:
-            child.idle = False
-            self.stats.child_busy(child.pid, self.limits.maxchildren)
-        elif message.kind == ch.REQUEST:
-            child.idle = False
-            child.request = (str(message.get("method", "")), str(message.get("uri", "")))
-            child.request_since = time.monotonic()
-            self.stats.request_started()
-            self.stats.child_busy(child.pid, self.limits.maxchildren)
-        elif message.kind == ch.DONE:
-            child.request = None
-            child.served = int(message.get("served", child.served))
         elif message.kind == ch.STATUS:
             # Answered once every channel has been read (see _answer_status_queries).
             self._status_queries.append((child, bool(message.get("full"))))
@@ -408,6 +426,7 @@ class PreforkMaster:
         """Read what every child has reported so far, then answer each status query."""
         for child in list(self.children.values()):
             self._read_status(child)
+        self._read_boards()
         queries, self._status_queries = self._status_queries, []
         for child, full in queries:
             if child.channel is None:
@@ -466,8 +485,11 @@ class PreforkMaster:
         self._read_status(child)  # what it said before exiting still counts
         self._unregister(child)
         child.close_channel()
+        child.read_board()  # the request it died in, if any
+        child.close_board()
         code = os.waitstatus_to_exitcode(status)
-        self.stats.child_exited(child.pid, self._restart_reason(child, code))
+        self.stats.child_exited(child.served + (child.request is not None),
+                                self._restart_reason(child, code))
         if not child.ready:
             self._boot_failed(child, code)
         elif child.timed_out:
@@ -590,25 +612,32 @@ class PreforkMaster:
         parent_end, child_end = ch.channel_pair()
         max_requests = request_limit(self.config.maxrequests, self.config.maxrequests_jitter,
                                      self._rng)
+        board = Scoreboard()
         _flush_std_streams()
+        # Frozen objects are never visited by the collector, so a child's
+        # collections do not write to (and so copy) the pages it shares with us.
+        # Garbage is collected first, so it is not frozen for good; after the
+        # first fork this only looks at what the master made since.
+        gc.collect()
+        gc.freeze()
         pid = os.fork()
         if pid == 0:
             parent_end.close()
-            os._exit(self._run_child(child_end, max_requests))
+            os._exit(self._run_child(child_end, max_requests, board))
         child_end.close()
         parent_end.setblocking(False)
-        child = Child(pid=pid, channel=parent_end, budget=max_requests)
+        child = Child(pid=pid, channel=parent_end, budget=max_requests, board=board)
         self.children[pid] = child
         self._selector.register(parent_end, selectors.EVENT_READ, child)
         log.debug("spawned child %d (request budget %s)", pid, max_requests or "unlimited")
         return child
 
-    def _run_child(self, channel: socket.socket, max_requests: int) -> int:
+    def _run_child(self, channel: socket.socket, max_requests: int, board: Scoreboard) -> int:
         """Body of a new child; never returns into the master's code."""
         try:
             self._become_child()
             self.worker = ChildWorker(self.listener, self.app, channel, max_requests,
-                                      peers=self.peers, ops=self.ops,
+                                      peers=self.peers, ops=self.ops, board=board,
                                       draining=self._drain_until is not None)
             try:
                 self.hooks.run_after_fork(self)
@@ -635,6 +664,7 @@ class PreforkMaster:
         os.close(self._wake_write)
         for sibling in self.children.values():
             sibling.close_channel()
+            sibling.close_board()
         self.children = {}
         self._signals.clear()
         self._status_queries = []
@@ -670,6 +700,7 @@ class PreforkMaster:
             self._poll(min(TICK_SECONDS, max(deadline - time.monotonic(), 0)))
             self._signals.clear()
             self._reap()
+            self._read_boards()
             self._enforce_timeout()
         if self.children:
             log.warning("%d children still busy after %.0f s, killing them: %s",
@@ -681,6 +712,7 @@ class PreforkMaster:
                 _wait_quietly(pid)
         for child in self.children.values():
             child.close_channel()
+            child.close_board()
         self.children.clear()
         log.info("all children have exited")
 

@@ -85,6 +85,11 @@ class Operability:
             return None
         return SlowLog(self.slowlog_file, self.slowlog_timeout)
 
+    def is_operator_request(self, environ: dict[str, Any]) -> bool:
+        """True for the status and ping paths, which the server answers itself."""
+        path = request_path(environ)
+        return path == self.status_path or path == self.ping_path
+
     def wrap(self, application: WSGIApp, pool: PoolView) -> WSGIApp:
         """The application as a child serves it: pages first, everything logged."""
         if self.status_path or self.ping_path:
@@ -103,7 +108,7 @@ class OperatorPages:
         self.pool = pool
 
     def __call__(self, environ: dict[str, Any], start_response: Callable) -> Iterable[bytes]:
-        path = environ.get("SCRIPT_NAME", "") + environ.get("PATH_INFO", "")
+        path = request_path(environ)
         if path == self.ops.ping_path:
             return self.ping(start_response)
         if path == self.ops.status_path:
@@ -126,6 +131,10 @@ class OperatorPages:
                            "status")
         render, content_type = RENDERERS[wanted.format]
         return _answer(start_response, "200 OK", content_type, render(data), "status")
+
+
+def request_path(environ: dict[str, Any]) -> str:
+    return environ.get("SCRIPT_NAME", "") + environ.get("PATH_INFO", "")
 
 
 def _answer(start_response: Callable, status: str, content_type: str, text: str,

@@ -30,15 +30,16 @@ import struct
 import sys
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
 from flup.server.threadpool import ThreadPool
 
 from .peers import PeerFilter
 from .records import (
     KEEP_CONN,
+    MAX_CONTENT,
     NULL_REQUEST_ID,
     ProtocolError,
     ProtocolStatus,
@@ -50,9 +51,9 @@ from .records import (
     encode_pairs,
     encode_record,
     encode_stream,
-    encode_stream_end,
     end_request,
     parse_begin_request,
+    stream_end_and_end_request,
     unknown_type,
 )
 from .wsgi import (
@@ -75,6 +76,11 @@ DEFAULT_READ_TIMEOUT = 30.0
 RECV_SIZE = 256 * 1024
 SEND_BATCH = 1024 * 1024  # a huge block is encoded and sent a megabyte at a time
 STOP_POLL_SECONDS = 1.0
+# How long an idle kept-open connection may still bring its next request once
+# another connection waits. Under load the web server reuses it at once; one
+# it leaves unused this long is closed (closing one it is about to use makes
+# it retry, or fail a POST).
+KEPT_CONNECTION_GRACE_SECONDS = 0.01
 
 
 @dataclass(frozen=True)
@@ -105,6 +111,14 @@ class RequestAborted(ConnectionAbortedError):
     """
 
 
+class RequestObserver(Protocol):
+    """Told when each request starts and ends (a prefork child keeps its scoreboard so)."""
+
+    def request_started(self, environ: dict[str, Any]) -> None: ...
+
+    def request_finished(self) -> None: ...
+
+
 class FastCGIApplication:
     """A WSGI application as served over FastCGI, with its limits and advertised capacity."""
 
@@ -116,6 +130,8 @@ class FastCGIApplication:
         self.multithreaded = multithreaded
         self.limits = limits or Limits()
         self.script_name = script_name
+        self.observer: RequestObserver | None = None
+        self.socket_timeout = _timeval(self.limits.read_timeout)
         # What FCGI_GET_VALUES reports: one request per connection, no multiplexing.
         self.capabilities = {
             "FCGI_MAX_CONNS": str(max_connections),
@@ -148,15 +164,22 @@ def _send_small_records_at_once(sock: socket.socket) -> None:
 
 
 def serve_connection(app: FastCGIApplication, sock: socket.socket, addr: Any, *,
-                     stop_requested: Callable[[], bool] | None = None) -> bool:
+                     stop_requested: Callable[[], bool] | None = None,
+                     waiting_elsewhere: socket.socket | None = None,
+                     stop_fds: Sequence[Any] = ()) -> bool:
     """Serve every request on one web-server connection, then close it.
 
     Never raises for bad input or a vanished peer: returns False after one log
-    line instead. ``stop_requested`` lets a kept-open connection (FCGI_KEEP_CONN)
-    end between requests when the server is stopping.
+    line instead. ``waiting_elsewhere`` (a prefork child's listener) readable
+    means another connection waits for this process: an idle kept-open
+    connection is then closed, so it does not hold the process while others
+    queue (the web server opens a new one when it needs it).
+    ``stop_requested`` lets a kept-open connection (FCGI_KEEP_CONN)
+    end between requests when the server is stopping; it is asked when one
+    of ``stop_fds`` becomes readable (and at least every second without them).
     """
     _send_small_records_at_once(sock)
-    connection = Connection(app, sock, stop_requested)
+    connection = Connection(app, sock, stop_requested, waiting_elsewhere, stop_fds)
     try:
         connection.serve()
         return True
@@ -185,11 +208,15 @@ class Connection:
     """One web-server connection: reads records through one buffer, serves its requests."""
 
     def __init__(self, app: FastCGIApplication, sock: socket.socket,
-                 stop_requested: Callable[[], bool] | None = None):
+                 stop_requested: Callable[[], bool] | None = None,
+                 waiting_elsewhere: socket.socket | None = None,
+                 stop_fds: Sequence[Any] = ()):
         self.app = app
         self.sock = sock
         self.reader = RecordReader()
         self.stop_requested = stop_requested
+        self.waiting_elsewhere = waiting_elsewhere
+        self.stop_fds = list(stop_fds)
         self.requests_served = 0
         self.failure: BaseException | None = None  # why the connection is unusable
 
@@ -210,13 +237,12 @@ class Connection:
             # Anything else belongs to no active request: ignored, as the spec says.
 
     def _configure_socket(self) -> None:
-        self.sock.setblocking(True)
-        timeout = self.app.limits.read_timeout
-        if timeout > 0:
+        if self.sock.gettimeout() is not None:
+            self.sock.setblocking(True)
+        value = self.app.socket_timeout
+        if value is not None:
             # Kernel timeouts keep each recv/send one system call (Python's own
             # socket timeout would poll() before every one of them).
-            seconds = int(timeout)
-            value = struct.pack("ll", seconds, int((timeout - seconds) * 1_000_000))
             self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVTIMEO, value)
             self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDTIMEO, value)
 
@@ -249,19 +275,31 @@ class Connection:
         return None
 
     def _wait_for_next_request(self) -> bool:
-        """Between requests on a kept-open connection, notice a stop of the server."""
+        """Between requests on a kept-open connection: notice a stop, or others waiting."""
         # The first request of a connection is always served: it was accepted.
         if self.stop_requested is None or not self.requests_served or self.reader.buffered:
             return True
         timeout = self.app.limits.read_timeout
         deadline = time.monotonic() + timeout if timeout > 0 else None
-        while not self.stop_requested():
+        watched = [self.sock, *self.stop_fds]
+        if self.waiting_elsewhere is not None:
+            watched.append(self.waiting_elsewhere)
+        # Without stop fds, ask at once and then every STOP_POLL_SECONDS; with
+        # them, only when one of them wakes us (a signal, a message).
+        check_stop = not self.stop_fds
+        while not (check_stop and self.stop_requested()):
             wait = STOP_POLL_SECONDS
             if deadline is not None:
                 wait = min(wait, max(deadline - time.monotonic(), 0))
-            readable, _, _ = select.select([self.sock], [], [], wait)
-            if readable or (deadline is not None and time.monotonic() >= deadline):
+            readable, _, _ = select.select(watched, [], [], wait)
+            if self.sock in readable or (deadline is not None and time.monotonic() >= deadline):
                 return True  # read_record() reports data, EOF or the idle timeout
+            if self.waiting_elsewhere is not None and self.waiting_elsewhere in readable:
+                if select.select([self.sock], [], [], KEPT_CONNECTION_GRACE_SECONDS)[0]:
+                    return True
+                log.debug("another connection is waiting: kept-open connection closed")
+                return False
+            check_stop = True
         log.debug("server stopping: kept-open connection closed between requests")
         return False
 
@@ -470,6 +508,9 @@ class Request:
         # Which request this is on its connection (1 without FCGI_KEEP_CONN).
         environ["safefcgi.connection_requests"] = self.connection.requests_served + 1
         writer = ResponseWriter(self.emit)
+        observer = self.app.observer
+        if observer is not None:
+            observer.request_started(environ)
         try:
             run_application(self.app.application, environ, writer)
         except RequestAborted:
@@ -478,6 +519,9 @@ class Request:
             if self.connection.failure is None:
                 self.application_failed(writer)
             # else: our own read or write failed inside the application; raised below.
+        finally:
+            if observer is not None:
+                observer.request_finished()
         if self.connection.failure is not None:
             raise self.connection.failure
         self.end()
@@ -511,17 +555,32 @@ class Request:
             if final:
                 self.end()
             return
+        if final:
+            self.ended = True
+        if len(data) <= MAX_CONTENT:
+            # The common case, a block that fits one record: one bytes, one send.
+            out = encode_record(RecordType.STDOUT, self.id, data) if data else b""
+            if final:
+                out += stream_end_and_end_request(RecordType.STDOUT, self.id)
+            self.connection.send(out)
+            return
         pieces = encode_stream(RecordType.STDOUT, self.id, data)
         if final:
-            pieces.append(encode_stream_end(RecordType.STDOUT, self.id))
-            pieces.append(end_request(self.id))
-            self.ended = True
+            pieces.append(stream_end_and_end_request(RecordType.STDOUT, self.id))
         self.connection.send_pieces(pieces)
 
     def end(self) -> None:
         if not self.ended:
             self.ended = True
             self.connection.send(end_request(self.id))
+
+
+def _timeval(seconds: float) -> bytes | None:
+    """A struct timeval for SO_RCVTIMEO/SO_SNDTIMEO; None for no timeout."""
+    if seconds <= 0:
+        return None
+    whole = int(seconds)
+    return struct.pack("ll", whole, int((seconds - whole) * 1_000_000))
 
 
 class ThreadedFastCGIServer:

@@ -41,35 +41,44 @@ STATUS_HEADER = "X-Safefcgi"  # marks an answer from safefcgi, not from the site
 
 @dataclass
 class PoolStats:
-    """What the master counts for the status page, from what children report."""
+    """What the master counts for the status page, from the children's scoreboards.
+
+    Children write their state on their scoreboard (see scoreboard.py) and the
+    master reads them a few times a second: ``observe()`` takes each reading.
+    Requests are counted from each child's own served counter, so none is
+    missed between readings; the busy figures are as fine as the readings.
+    """
 
     started_at: float = field(default_factory=time.time)
     started_monotonic: float = field(default_factory=time.monotonic)
-    accepted: int = 0
+    served_by_exited: int = 0  # requests of children that are gone
     max_active: int = 0
     max_children_reached: int = 0
     slow_requests: int = 0
     restarts: dict[str, int] = field(default_factory=lambda: dict.fromkeys(RESTART_REASONS, 0))
-    busy: set[int] = field(default_factory=set)  # pids holding a connection
-    _saturated: bool = False
+    _saturated_by: frozenset[tuple[int, float]] | None = None  # the requests that filled it
 
-    def child_busy(self, pid: int, maxchildren: int) -> None:
-        self.busy.add(pid)
-        self.max_active = max(self.max_active, len(self.busy))
-        saturated = len(self.busy) >= maxchildren
-        if saturated and not self._saturated:
+    def observe(self, children: Iterable[Any], maxchildren: int) -> None:
+        """Take a reading: how many children hold a connection, and is the pool full."""
+        busy = [c for c in children if c.ready and not c.idle]
+        self.max_active = max(self.max_active, len(busy))
+        if len(busy) < maxchildren:
+            self._saturated_by = None
+            return
+        # Full: count it once per set of requests filling it (a new request on
+        # a full pool means one more time a request found no free child).
+        filled_by = frozenset((c.pid, c.request_since) for c in busy)
+        if filled_by != self._saturated_by:
             self.max_children_reached += 1
-        self._saturated = saturated
+            self._saturated_by = filled_by
 
-    def child_idle(self, pid: int) -> None:
-        self.busy.discard(pid)
-        self._saturated = False
+    def accepted(self, children: Iterable[Any]) -> int:
+        """Requests handed to the application so far (running ones included)."""
+        return self.served_by_exited + sum(c.served + (c.request is not None)
+                                           for c in children)
 
-    def request_started(self) -> None:
-        self.accepted += 1
-
-    def child_exited(self, pid: int, reason: str | None) -> None:
-        self.child_idle(pid)
+    def child_exited(self, served: int, reason: str | None) -> None:
+        self.served_by_exited += served
         if reason is not None:
             self.restarts[reason] += 1
 
@@ -120,7 +129,7 @@ def snapshot(stats: PoolStats, children: Iterable[Any], *, pool: str, method: st
         "pid": os.getpid(),
         "start_time": time.strftime("%Y-%m-%dT%H:%M:%S%z", time.localtime(stats.started_at)),
         "start_since": int(now - stats.started_monotonic),
-        "accepted_requests": stats.accepted,
+        "accepted_requests": stats.accepted(children),
         "listen_queue": listen_queue[0] if listen_queue else None,
         "listen_queue_len": listen_queue[1] if listen_queue else None,
         "idle_children": states.count("idle"),

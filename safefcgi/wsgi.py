@@ -239,14 +239,15 @@ def encode_head(status: str, headers: list[tuple[str, str]]) -> bytes:
     if not isinstance(status, str) or len(status) < 4 or not status[:3].isdigit() \
             or status[3] != " ":
         raise ValueError(f"invalid WSGI status {status!r}")
-    lines = [b"Status: " + status.encode("latin-1")]
+    parts = ["Status: ", status]
     for name, value in headers:
         if not isinstance(name, str) or not isinstance(value, str):
             raise TypeError(f"header {name!r} must be a pair of str")
         if "\n" in value or "\r" in value or "\n" in name or ":" in name:
             raise ValueError(f"header {name!r} contains a line break or a colon")
-        lines.append(name.encode("latin-1") + b": " + value.encode("latin-1"))
-    return b"\r\n".join(lines) + b"\r\n\r\n"
+        parts += ("\r\n", name, ": ", value)
+    parts.append("\r\n\r\n")
+    return "".join(parts).encode("latin-1")  # one encoding for the whole head
 
 
 def is_buffered(result: Iterable[bytes]) -> bool:

@@ -44,9 +44,10 @@ def site_env():
 
 
 class Load:
-    """Client threads requesting ``path`` until stopped, at most ``count`` each."""
+    """Client threads requesting ``path`` until stopped, at most ``count`` each (and
+    LOAD_SECONDS): the count is high enough that a fast server outlives a reload."""
 
-    def __init__(self, url: str, path: str, clients: int = 4, count: int = 2000):
+    def __init__(self, url: str, path: str, clients: int = 4, count: int = 20000):
         self.url, self.path, self.count = url, path, count
         self.bodies: list[Counter] = [Counter() for _ in range(clients)]
         self.failures: list[str] = []

@@ -26,32 +26,6 @@ from safefcgi.status import (
     snapshot,
 )
 
-# -- counters -----------------------------------------------------------------------------
-
-
-def test_max_children_reached_counts_each_time_the_pool_fills_up_not_each_message():
-    stats = PoolStats()
-    stats.child_busy(1, maxchildren=2)
-    stats.child_busy(2, maxchildren=2)
-    stats.child_busy(2, maxchildren=2)  # a request on the same connection: still full
-    assert stats.max_children_reached == 1
-    stats.child_idle(1)
-    stats.child_busy(1, maxchildren=2)
-    assert stats.max_children_reached == 2
-    assert stats.max_active == 2
-
-
-def test_an_exited_child_no_longer_counts_as_busy_and_its_reason_is_counted():
-    stats = PoolStats()
-    stats.child_busy(7, maxchildren=5)
-    stats.child_exited(7, "timeout")
-    stats.child_exited(8, None)  # retired by the pool: not a restart
-    assert stats.busy == set()
-    assert stats.restarts == {"maxrequests": 0, "timeout": 1, "crash": 0, "startup_failure": 0}
-
-
-# -- the snapshot and its formats ----------------------------------------------------------
-
 
 @dataclass
 class FakeChild:
@@ -66,13 +40,48 @@ class FakeChild:
     request_since: float = 0.0
 
 
+# -- counters -----------------------------------------------------------------------------
+
+
+def test_max_children_reached_counts_each_time_the_pool_fills_up_not_each_reading():
+    stats = PoolStats()
+    one, two = FakeChild(1, idle=False, request_since=1.0), FakeChild(2, idle=False,
+                                                                      request_since=1.0)
+    stats.observe([one, two], maxchildren=2)
+    stats.observe([one, two], maxchildren=2)  # the same requests, read again: still full
+    assert stats.max_children_reached == 1
+    one.idle = True
+    stats.observe([one, two], maxchildren=2)
+    one.idle, one.request_since = False, 2.0  # a new request fills it again
+    stats.observe([one, two], maxchildren=2)
+    assert stats.max_children_reached == 2
+    assert stats.max_active == 2
+
+
+def test_a_starting_child_is_not_counted_as_busy():
+    stats = PoolStats()
+    stats.observe([FakeChild(1, ready=False, idle=False)], maxchildren=1)
+    assert (stats.max_active, stats.max_children_reached) == (0, 0)
+
+
+def test_requests_of_exited_children_still_count_and_their_reason_is_counted():
+    stats = PoolStats()
+    stats.child_exited(40, "timeout")
+    stats.child_exited(2, None)  # retired by the pool: not a restart
+    assert stats.accepted([FakeChild(3, served=5, request=("GET", "/"))]) == 40 + 2 + 5 + 1
+    assert stats.restarts == {"maxrequests": 0, "timeout": 1, "crash": 0, "startup_failure": 0}
+
+
+# -- the snapshot and its formats ----------------------------------------------------------
+
+
 def a_page(full: bool = True) -> dict:
     now = time.monotonic()
-    stats = PoolStats(accepted=12)
+    stats = PoolStats()
     children = [
         FakeChild(os.getpid(), idle=False, served=5, started_at=now - 10,
                   request=("GET", "/a<b>"), request_since=now - 1.5),
-        FakeChild(2, served=7), FakeChild(3, ready=False), FakeChild(4, retiring=True),
+        FakeChild(2, served=6), FakeChild(3, ready=False), FakeChild(4, retiring=True),
         FakeChild(5, idle=False, channel=None),
     ]
     return snapshot(stats, children, pool="mysite.settings", method="prefork",
