@@ -265,11 +265,14 @@ class ChildWorker:
         if self.peers is not None and not self.peers.admit(conn, addr):
             return
         self.board.connected()
-        # accepted means served, master or not; a kept-open connection is let go
-        # between requests once a stop is asked for
+        # Accepted means served, master or not; a kept-open connection is let go
+        # between requests once a stop is asked for. While stopping, that is known
+        # already (the message that said so has been read): ask at once, or a
+        # kept-open connection would hold this child and the queue behind it.
+        stopping = self._stop_requested or self._retired
         serve_connection(self.app, conn, addr, stop_requested=self._should_stop,
-                         waiting_elsewhere=self.listener,
-                         stop_fds=(self.channel, self._wake_fd))
+                         waiting_elsewhere=None if stopping else self.listener,
+                         stop_fds=() if stopping else (self.channel, self._wake_fd))
 
     def _serve_backlog(self) -> None:
         """On stop: take every connection already queued, let go of the listener, serve them.

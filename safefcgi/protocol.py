@@ -281,25 +281,29 @@ class Connection:
             return True
         timeout = self.app.limits.read_timeout
         deadline = time.monotonic() + timeout if timeout > 0 else None
+        # A stopping child closes its listener once it has taken the queue: then
+        # nobody else can be waiting for this process.
+        waiting_elsewhere = self.waiting_elsewhere
+        if waiting_elsewhere is not None and waiting_elsewhere.fileno() < 0:
+            waiting_elsewhere = None
         watched = [self.sock, *self.stop_fds]
-        if self.waiting_elsewhere is not None:
-            watched.append(self.waiting_elsewhere)
-        # Without stop fds, ask at once and then every STOP_POLL_SECONDS; with
-        # them, only when one of them wakes us (a signal, a message).
-        check_stop = not self.stop_fds
-        while not (check_stop and self.stop_requested()):
+        if waiting_elsewhere is not None:
+            watched.append(waiting_elsewhere)
+        # Ask at once, then whenever a stop fd wakes us (a signal, a message) and at
+        # least every STOP_POLL_SECONDS: a stop that was noticed while the request
+        # ran has already been read off those fds and will not wake us again.
+        while not self.stop_requested():
             wait = STOP_POLL_SECONDS
             if deadline is not None:
                 wait = min(wait, max(deadline - time.monotonic(), 0))
             readable, _, _ = select.select(watched, [], [], wait)
             if self.sock in readable or (deadline is not None and time.monotonic() >= deadline):
                 return True  # read_record() reports data, EOF or the idle timeout
-            if self.waiting_elsewhere is not None and self.waiting_elsewhere in readable:
+            if waiting_elsewhere is not None and waiting_elsewhere in readable:
                 if select.select([self.sock], [], [], KEPT_CONNECTION_GRACE_SECONDS)[0]:
                     return True
                 log.debug("another connection is waiting: kept-open connection closed")
                 return False
-            check_stop = True
         log.debug("server stopping: kept-open connection closed between requests")
         return False
 

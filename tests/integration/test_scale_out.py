@@ -301,7 +301,7 @@ def test_sigkill_of_an_app_host_loses_only_requests_in_flight_there(network, web
 def test_graceful_stop_drains_ping_first_and_loses_no_request(network, web, cluster):
     victim = cluster["app3"]
     ping = PingPoll(network, "app3")
-    load = Spread(network, WEB_PORT, "--threads", THREADS, "--requests", 480,
+    load = Spread(network, WEB_PORT, "--threads", THREADS, "--requests", 960,
                   "--seconds", 40, "--sleep", SLOW)
     ping.wait_for_pong()
     load.wait_for(60)
