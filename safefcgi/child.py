@@ -190,7 +190,6 @@ class ChildWorker:
         # accepted means served, master or not; a kept-open connection is let go
         # between requests once a stop is asked for
         serve_connection(self.app, conn, addr, stop_requested=self._should_stop,
-                         waiting_elsewhere=self.listener,
                          stop_fds=(self.channel, self._wake_fd))
 
     def _serve_backlog(self) -> None:
