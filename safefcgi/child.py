@@ -271,7 +271,6 @@ class ChildWorker:
         # kept-open connection would hold this child and the queue behind it.
         stopping = self._stop_requested or self._retired
         serve_connection(self.app, conn, addr, stop_requested=self._should_stop,
-                         waiting_elsewhere=None if stopping else self.listener,
                          stop_fds=() if stopping else (self.channel, self._wake_fd))
 
     def _serve_backlog(self) -> None:

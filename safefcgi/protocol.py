@@ -74,13 +74,8 @@ DEFAULT_MAX_PARAMS_BYTES = 1024 * 1024
 DEFAULT_MAX_BODY_BYTES = 1024 * 1024 * 1024
 DEFAULT_READ_TIMEOUT = 30.0
 RECV_SIZE = 256 * 1024
-SEND_BATCH = 1024 * 1024  # a huge block is encoded and sent a megabyte at a time
+MAX_IOV = 512  # buffers per sendmsg(); Linux takes up to 1024
 STOP_POLL_SECONDS = 1.0
-# How long an idle kept-open connection may still bring its next request once
-# another connection waits. Under load the web server reuses it at once; one
-# it leaves unused this long is closed (closing one it is about to use makes
-# it retry, or fail a POST).
-KEPT_CONNECTION_GRACE_SECONDS = 0.01
 
 
 @dataclass(frozen=True)
@@ -165,21 +160,16 @@ def _send_small_records_at_once(sock: socket.socket) -> None:
 
 def serve_connection(app: FastCGIApplication, sock: socket.socket, addr: Any, *,
                      stop_requested: Callable[[], bool] | None = None,
-                     waiting_elsewhere: socket.socket | None = None,
                      stop_fds: Sequence[Any] = ()) -> bool:
     """Serve every request on one web-server connection, then close it.
 
     Never raises for bad input or a vanished peer: returns False after one log
-    line instead. ``waiting_elsewhere`` (a prefork child's listener) readable
-    means another connection waits for this process: an idle kept-open
-    connection is then closed, so it does not hold the process while others
-    queue (the web server opens a new one when it needs it).
-    ``stop_requested`` lets a kept-open connection (FCGI_KEEP_CONN)
+    line instead. ``stop_requested`` lets a kept-open connection (FCGI_KEEP_CONN)
     end between requests when the server is stopping; it is asked when one
     of ``stop_fds`` becomes readable (and at least every second without them).
     """
     _send_small_records_at_once(sock)
-    connection = Connection(app, sock, stop_requested, waiting_elsewhere, stop_fds)
+    connection = Connection(app, sock, stop_requested, stop_fds)
     try:
         connection.serve()
         return True
@@ -209,13 +199,11 @@ class Connection:
 
     def __init__(self, app: FastCGIApplication, sock: socket.socket,
                  stop_requested: Callable[[], bool] | None = None,
-                 waiting_elsewhere: socket.socket | None = None,
                  stop_fds: Sequence[Any] = ()):
         self.app = app
         self.sock = sock
         self.reader = RecordReader()
         self.stop_requested = stop_requested
-        self.waiting_elsewhere = waiting_elsewhere
         self.stop_fds = list(stop_fds)
         self.requests_served = 0
         self.failure: BaseException | None = None  # why the connection is unusable
@@ -275,20 +263,18 @@ class Connection:
         return None
 
     def _wait_for_next_request(self) -> bool:
-        """Between requests on a kept-open connection: notice a stop, or others waiting."""
+        """Between requests on a kept-open connection, notice a stop of the server.
+
+        The connection is not closed for connections waiting elsewhere: nginx
+        may be writing its next request (a POST with a body) at that moment,
+        and fails it with 502 instead of retrying.
+        """
         # The first request of a connection is always served: it was accepted.
         if self.stop_requested is None or not self.requests_served or self.reader.buffered:
             return True
         timeout = self.app.limits.read_timeout
         deadline = time.monotonic() + timeout if timeout > 0 else None
-        # A stopping child closes its listener once it has taken the queue: then
-        # nobody else can be waiting for this process.
-        waiting_elsewhere = self.waiting_elsewhere
-        if waiting_elsewhere is not None and waiting_elsewhere.fileno() < 0:
-            waiting_elsewhere = None
         watched = [self.sock, *self.stop_fds]
-        if waiting_elsewhere is not None:
-            watched.append(waiting_elsewhere)
         # Ask at once, then whenever a stop fd wakes us (a signal, a message) and at
         # least every STOP_POLL_SECONDS: a stop that was noticed while the request
         # ran has already been read off those fds and will not wake us again.
@@ -299,11 +285,6 @@ class Connection:
             readable, _, _ = select.select(watched, [], [], wait)
             if self.sock in readable or (deadline is not None and time.monotonic() >= deadline):
                 return True  # read_record() reports data, EOF or the idle timeout
-            if waiting_elsewhere is not None and waiting_elsewhere in readable:
-                if select.select([self.sock], [], [], KEPT_CONNECTION_GRACE_SECONDS)[0]:
-                    return True
-                log.debug("another connection is waiting: kept-open connection closed")
-                return False
         log.debug("server stopping: kept-open connection closed between requests")
         return False
 
@@ -318,17 +299,23 @@ class Connection:
             raise self.fail(exc) from None
 
     def send_pieces(self, pieces: list[bytes | memoryview]) -> None:
-        """Send encoded records in as few sends as memory allows."""
-        batch: list[bytes | memoryview] = []
-        size = 0
-        for piece in pieces:
-            batch.append(piece)
-            size += len(piece)
-            if size >= SEND_BATCH:
-                self.send(b"".join(batch))
-                batch, size = [], 0
-        if batch:
-            self.send(b"".join(batch))
+        """Send encoded records by scatter-gather: the data is never copied into one buffer."""
+        views = [memoryview(piece).cast("B") for piece in pieces]
+        first = 0  # views[:first] are sent
+        try:
+            while first < len(views):
+                sent = self.sock.sendmsg(views[first:first + MAX_IOV])
+                while first < len(views) and sent >= len(views[first]):
+                    sent -= len(views[first])
+                    first += 1
+                if sent:
+                    views[first] = views[first][sent:]
+        except BlockingIOError:
+            raise self.fail(PeerTimedOut(
+                f"web server accepted no response data for {self.app.limits.read_timeout:g} s"
+            )) from None
+        except OSError as exc:
+            raise self.fail(exc) from None
 
     def fail(self, exc: BaseException) -> BaseException:
         if self.failure is None:

@@ -1,5 +1,5 @@
-"""Behaviour behind the fast paths: frozen objects before fork, kept-open connections
-that give way, and the master knowing what a child serves without a message per request."""
+"""Behaviour behind the fast paths: frozen objects before fork, kept-open connections,
+the threaded pool, and the master knowing what a child serves without a message each."""
 
 import os
 import threading
@@ -25,16 +25,6 @@ def test_children_start_with_the_parents_objects_frozen(start_server, tmp_path):
     counts = [int(line) for line in out.read_text().split()]
     # Django and the project are tens of thousands of objects; unfrozen it is 0.
     assert counts and min(counts) > 10_000
-
-
-def test_an_idle_kept_connection_gives_way_to_a_waiting_one(start_server):
-    server = start_server("--minspare", "1", "--maxspare", "1", "--maxchildren", "1")
-    with client.Connection(server.socket, timeout=10) as kept:
-        assert kept.request("/hello", keep_conn=True).status == 200
-        # The only child holds `kept`; without giving way this waits --read-timeout (30 s).
-        second = client.request(server.socket, "/hello", timeout=5)
-        assert second.status == 200
-        assert kept.wait_closed()
 
 
 def test_a_kept_connection_in_use_is_not_closed_for_others(start_server):
