@@ -24,11 +24,11 @@ import select
 import signal
 import socket
 import time
-from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any
 
 from . import channel as ch
 from . import titles
+from .fds import close_fds, drain
 from .peers import PeerFilter
 from .protocol import FastCGIApplication, serve_connection
 from .scoreboard import Scoreboard
@@ -111,7 +111,7 @@ class ChildWorker:
             while True:
                 ready = poller.wait()
                 if wake_fd in ready:
-                    _drain(wake_fd)
+                    drain(wake_fd)
                 if channel_fd in ready and not self._read_channel():
                     log.debug("master closed our channel, exiting")
                     return
@@ -155,7 +155,7 @@ class ChildWorker:
         elif message.kind == ch.RETIRE:
             self._retired = True
         else:
-            _close_fds(message.fds)
+            close_fds(message.fds)
 
     def ask_master(self, kind: str, timeout: float, **fields: Any) -> ch.Message | None:
         """Send ``kind`` and wait for the master's answer of the same kind (None: none came).
@@ -199,7 +199,7 @@ class ChildWorker:
             log.warning("the master's status answer is not JSON")
             return None
         finally:
-            _close_fds(reply.fds)
+            close_fds(reply.fds)
 
     def _report(self, kind: str, **fields: Any) -> bool:
         if not self._master_alive:
@@ -334,7 +334,7 @@ def _adopt_output_fds(message: ch.Message, allowed: set[int]) -> None:
     for target, fd in zip(message.get("targets", ()), message.fds, strict=False):
         if target in allowed:
             os.dup2(fd, target, inheritable=target in (1, 2))
-    _close_fds(message.fds)
+    close_fds(message.fds)
 
 
 def _read_whole(fd: int) -> bytes:
@@ -345,18 +345,3 @@ def _read_whole(fd: int) -> bytes:
         offset += len(chunk)
     return b"".join(chunks)
 
-
-def _close_fds(fds: Iterable[int]) -> None:
-    for fd in fds:
-        try:
-            os.close(fd)
-        except OSError:
-            pass
-
-
-def _drain(fd: int) -> None:
-    try:
-        while os.read(fd, 512):
-            pass
-    except BlockingIOError:
-        pass

@@ -22,7 +22,6 @@ import random
 import selectors
 import signal
 import socket
-import sys
 import time
 from collections import deque
 from collections.abc import Callable, Sequence
@@ -34,6 +33,7 @@ from . import logs, slowlog, systemd, titles
 from .child import ChildWorker
 from .config import ServerConfig
 from .errors import CHILD_EXIT_BOOT_FAILED, EXIT_OK, HookError, SafeFCGIError
+from .fds import drain, flush_std_streams
 from .hooks import ForkHooks
 from .ops import Operability
 from .peers import PeerFilter
@@ -273,7 +273,7 @@ class PreforkMaster:
     def _poll(self, timeout: float) -> None:
         for key, _ in self._selector.select(timeout):
             if key.data is None:
-                _drain(self._wake_read)
+                drain(self._wake_read)
             else:
                 self._read_status(key.data)
         if self._status_queries:
@@ -613,7 +613,7 @@ class PreforkMaster:
         max_requests = request_limit(self.config.maxrequests, self.config.maxrequests_jitter,
                                      self._rng)
         board = Scoreboard()
-        _flush_std_streams()
+        flush_std_streams()
         # Frozen objects are never visited by the collector, so a child's
         # collections do not write to (and so copy) the pages it shares with us.
         # Garbage is collected first, so it is not frozen for good; after the
@@ -651,7 +651,7 @@ class PreforkMaster:
             log.critical("child %d crashed", os.getpid(), exc_info=True)
             return 1
         finally:
-            _flush_std_streams()
+            flush_std_streams()
 
     def _become_child(self) -> None:
         """Drop the master's state (and identity) that a child must not keep."""
@@ -740,24 +740,9 @@ def _send_as_memfd(sock: socket.socket, kind: str, data: bytes) -> None:
         os.close(fd)
 
 
-def _drain(fd: int) -> None:
-    try:
-        while os.read(fd, 512):
-            pass
-    except BlockingIOError:
-        pass
-
 
 def _wait_quietly(pid: int) -> None:
     try:
         os.waitpid(pid, 0)
     except ChildProcessError:
         pass
-
-
-def _flush_std_streams() -> None:
-    for stream in (sys.stdout, sys.stderr):
-        try:
-            stream.flush()
-        except (OSError, ValueError):
-            pass

@@ -21,6 +21,8 @@ import socket
 import sys
 from dataclasses import asdict, dataclass, field
 
+from .fds import flush_std_streams
+
 log = logging.getLogger("safefcgi.reload")
 
 HANDOVER_ENV = "SAFEFCGI_HANDOVER"
@@ -80,7 +82,7 @@ class Reloader:
         """Fork and exec the probe; return its pid (the master reaps it)."""
         env = {**os.environ, PROBE_ENV: "1"}
         env.pop(HANDOVER_ENV, None)
-        _flush_std_streams()
+        flush_std_streams()
         pid = os.fork()
         if pid == 0:  # pragma: no cover - replaced by exec at once
             try:
@@ -105,7 +107,7 @@ class Reloader:
         env = {**os.environ, HANDOVER_ENV: handover.to_json()}
         env.pop(PROBE_ENV, None)
         log.info("re-executing the master with fresh code (pid %d stays)", os.getpid())
-        _flush_std_streams()
+        flush_std_streams()
         previous_dir = os.getcwd()
         try:
             os.chdir(self.launch_dir)
@@ -116,11 +118,3 @@ class Reloader:
             os.chdir(previous_dir)
             for sock in inheritable:
                 sock.set_inheritable(False)
-
-
-def _flush_std_streams() -> None:
-    for stream in (sys.stdout, sys.stderr):
-        try:
-            stream.flush()
-        except (OSError, ValueError):
-            pass
