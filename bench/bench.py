@@ -265,7 +265,7 @@ class Bench:
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--quick", action="store_true", help="a few minutes instead of ~25")
+    parser.add_argument("--quick", action="store_true", help="a few minutes instead of ~20")
     parser.add_argument("--only", help="comma-separated phases: throughput,plain,memory,"
                         "upload,concurrency,children (default: all)")
     parser.add_argument("--repeats", type=int, help="override the number of rounds")

@@ -58,6 +58,7 @@ class ChildWorker:
         self.pid = os.getpid()
         self._stop_requested = False  # drain the backlog, then exit
         self._wake_fd = -1  # signals write here (see install_signal_handlers)
+        self._listener_kind = (0, 0, 0)  # family, type, proto: set in serve()
         self._master_alive = True
         self._retired = False  # the master asked us to finish and exit
         self.ops = ops
