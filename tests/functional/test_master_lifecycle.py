@@ -149,7 +149,7 @@ def _alive(pid: int) -> bool:
     try:  # a zombie is not alive for our purposes
         with open(f"/proc/{pid}/stat") as stat:
             return stat.read().split()[2] != "Z"
-    except FileNotFoundError:
+    except (FileNotFoundError, ProcessLookupError):  # gone, even between open and read
         return False
 
 
