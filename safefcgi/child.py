@@ -63,7 +63,6 @@ class ChildWorker:
         self._retired = False  # the master asked us to finish and exit
         self.ops = ops
         self.draining = draining  # the server stops soon: ping says so (--ping-drain)
-        self.current_request: tuple[str, str, float] | None = None  # method, URI, since
         self._operator_request = False  # the request running is a status or ping page
 
     def install_signal_handlers(self) -> int:
@@ -86,7 +85,7 @@ class ChildWorker:
             signal.signal(getattr(signal, name), signal.SIG_DFL)
         slow_log = self.ops.slow_log() if self.ops is not None else None
         if slow_log is not None:  # SIGUSR2 from the master: write our stack
-            slow_log.install(lambda: self.current_request)
+            slow_log.install(self.current_request)
         return wake_read
 
     def _on_term(self, signum: int, frame: Any) -> None:
@@ -208,6 +207,13 @@ class ChildWorker:
         self._master_alive = ch.send(self.channel, kind, **fields)
         return self._master_alive
 
+    def current_request(self) -> tuple[str, str, float] | None:
+        """(method, URI, since) of the request running now, from our own scoreboard."""
+        state = self.board.read()
+        if state is None or state.request is None:
+            return None
+        return (*state.request, state.request_since)
+
     @property
     def requests_served(self) -> int:
         return self.board.served
@@ -219,7 +225,6 @@ class ChildWorker:
         self._operator_request = self.ops is not None and self.ops.is_operator_request(environ)
         if self._operator_request:
             return  # status and ping are the server's own: not counted as requests
-        self.current_request = (method, uri, time.monotonic())
         titles.child_busy(method, uri)
         self.board.request_started(method, uri)
 
@@ -227,7 +232,6 @@ class ChildWorker:
         if self._operator_request:
             self._operator_request = False
             return
-        self.current_request = None
         self.board.request_finished()
 
     # -- serving ----------------------------------------------------------------------
@@ -267,12 +271,9 @@ class ChildWorker:
             return
         self.board.connected()
         # Accepted means served, master or not; a kept-open connection is let go
-        # between requests once a stop is asked for. While stopping, that is known
-        # already (the message that said so has been read): ask at once, or a
-        # kept-open connection would hold this child and the queue behind it.
-        stopping = self._stop_requested or self._retired
+        # between requests once a stop is asked for.
         serve_connection(self.app, conn, addr, stop_requested=self._should_stop,
-                         stop_fds=() if stopping else (self.channel, self._wake_fd))
+                         stop_fds=(self.channel, self._wake_fd))
 
     def _serve_backlog(self) -> None:
         """On stop: take every connection already queued, let go of the listener, serve them.

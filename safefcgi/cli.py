@@ -97,6 +97,19 @@ def make_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _add_server_address(parser: argparse.ArgumentParser) -> None:
+    """--socket, or --host with --port: where a running server listens."""
+    where = parser.add_mutually_exclusive_group(required=True)
+    where.add_argument("--socket", metavar="PATH", help="unix socket of the server")
+    where.add_argument("--host", metavar="HOST", help="TCP address of the server (with --port)")
+    parser.add_argument("--port", metavar="PORT", type=int, help="TCP port of the server")
+
+
+def _require_host_with_port(namespace: argparse.Namespace) -> None:
+    if (namespace.host is None) != (namespace.port is None):
+        raise ConfigError("--host and --port go together: give both")
+
+
 def add_status_parser(commands) -> None:
     """``safefcgi status``: the status page of a running server, without a web server."""
     status = commands.add_parser(
@@ -105,10 +118,7 @@ def add_status_parser(commands) -> None:
         description="Ask a running server for its status page over FastCGI, the way a "
         "web server would. Exit status 1 if the server does not answer with its status.",
     )
-    where = status.add_mutually_exclusive_group(required=True)
-    where.add_argument("--socket", metavar="PATH", help="unix socket of the server")
-    where.add_argument("--host", metavar="HOST", help="TCP address of the server (with --port)")
-    status.add_argument("--port", metavar="PORT", type=int, help="TCP port of the server")
+    _add_server_address(status)
     status.add_argument("--path", metavar="PATH", default="/fcgi-status",
                         help="the server's --status-path (default: /fcgi-status)")
     status.add_argument("--json", action="store_true", help="print JSON, for scripts")
@@ -120,8 +130,7 @@ def add_status_parser(commands) -> None:
 def status_command(namespace: argparse.Namespace) -> int:
     from .status import run_status_command
 
-    if (namespace.host is None) != (namespace.port is None):
-        raise ConfigError("--host and --port go together: give both")
+    _require_host_with_port(namespace)
     return run_status_command(namespace)
 
 
@@ -133,10 +142,7 @@ def add_request_parser(commands) -> None:
         description="Send one request the way a web server would and print the CGI "
         "response (headers, blank line, body). Exit status 1 if no response came back.",
     )
-    where = request.add_mutually_exclusive_group(required=True)
-    where.add_argument("--socket", metavar="PATH", help="unix socket of the server")
-    where.add_argument("--host", metavar="HOST", help="TCP address of the server (with --port)")
-    request.add_argument("--port", metavar="PORT", type=int, help="TCP port of the server")
+    _add_server_address(request)
     request.add_argument("-X", "--request", metavar="METHOD",
                          help="request method (default: GET, or POST with -d)")
     request.add_argument("-d", "--data", metavar="DATA",
@@ -257,8 +263,7 @@ def request_command(argv: Sequence[str]) -> int:
 
     try:
         namespace = make_parser().parse_args(argv)
-        if (namespace.host is None) != (namespace.port is None):
-            raise ConfigError("--host and --port go together: give both")
+        _require_host_with_port(namespace)
         if not namespace.path.startswith("/"):
             raise ConfigError(f"PATH must start with /, got {namespace.path!r}")
     except ConfigError as exc:

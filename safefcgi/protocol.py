@@ -291,12 +291,8 @@ class Connection:
     def send(self, data: bytes) -> None:
         try:
             self.sock.sendall(data)
-        except BlockingIOError:
-            raise self.fail(PeerTimedOut(
-                f"web server accepted no response data for {self.app.limits.read_timeout:g} s"
-            )) from None
         except OSError as exc:
-            raise self.fail(exc) from None
+            raise self._send_failed(exc) from None
 
     def send_pieces(self, pieces: list[bytes | memoryview]) -> None:
         """Send encoded records by scatter-gather: the data is never copied into one buffer."""
@@ -310,12 +306,15 @@ class Connection:
                     first += 1
                 if sent:
                     views[first] = views[first][sent:]
-        except BlockingIOError:
-            raise self.fail(PeerTimedOut(
-                f"web server accepted no response data for {self.app.limits.read_timeout:g} s"
-            )) from None
         except OSError as exc:
-            raise self.fail(exc) from None
+            raise self._send_failed(exc) from None
+
+    def _send_failed(self, exc: OSError) -> BaseException:
+        """A send error as the connection reports it (BlockingIOError: SO_SNDTIMEO ran out)."""
+        if isinstance(exc, BlockingIOError):
+            exc = PeerTimedOut(f"web server accepted no response data for "
+                               f"{self.app.limits.read_timeout:g} s")
+        return self.fail(exc)
 
     def fail(self, exc: BaseException) -> BaseException:
         if self.failure is None:

@@ -331,7 +331,8 @@ class PgBouncer:
             f"{DATABASE} = host={self.cluster.socket_dir} port={self.cluster.port}"
             f" dbname={DATABASE} user={DATABASE_USER}\n"
             "[pgbouncer]\n"
-            f"unix_socket_dir = {self.socket_dir}\n"
+            + "".join(f"{line}\n" for line in self.extra_settings())
+            + f"unix_socket_dir = {self.socket_dir}\n"
             f"listen_port = {self.port}\n"
             "auth_type = trust\n"
             f"auth_file = {userlist}\n"
@@ -341,12 +342,18 @@ class PgBouncer:
         )
         for path in (userlist, ini):
             self.run_as.give(path)
-        self._process = Process(
-            "pgbouncer", [shutil.which("pgbouncer") or "/usr/sbin/pgbouncer", ini],
-            self.base_dir / "pgbouncer.log", cwd=self.base_dir, run_as=self.run_as,
-        ).start()
+        self._process = self.make_process(
+            [shutil.which("pgbouncer") or "/usr/sbin/pgbouncer", ini]).start()
         wait_until(self._accepts_connections, 30, "pgbouncer to accept connections")
         return self
+
+    def extra_settings(self) -> list[str]:
+        """More [pgbouncer] lines, for a subclass that listens elsewhere."""
+        return []
+
+    def make_process(self, argv: list) -> Process:
+        return Process("pgbouncer", argv, self.base_dir / "pgbouncer.log",
+                       cwd=self.base_dir, run_as=self.run_as)
 
     def stop(self) -> None:
         if self._process is not None:

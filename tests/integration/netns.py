@@ -32,7 +32,6 @@ from pathlib import Path
 import psycopg2
 
 from .harness import (
-    DATABASE,
     DATABASE_USER,
     EXAMPLE_DIR,
     EXAMPLE_SETTINGS,
@@ -331,37 +330,12 @@ class NetworkPgBouncer(PgBouncer):
         super().__init__(base_dir, cluster)
         self.host = host
 
-    def start(self) -> NetworkPgBouncer:
-        for directory in (self.base_dir, self.socket_dir):
-            directory.mkdir(exist_ok=True)
-            self.run_as.give(directory)
-        userlist = self.base_dir / "userlist.txt"
-        userlist.write_text(f'"{DATABASE_USER}" ""\n')
-        ini = self.base_dir / "pgbouncer.ini"
-        ini.write_text(
-            "[databases]\n"
-            f"{DATABASE} = host={self.cluster.socket_dir} port={self.cluster.port}"
-            f" dbname={DATABASE} user={DATABASE_USER}\n"
-            "[pgbouncer]\n"
-            f"listen_addr = {self.host.ipv4}\n"
-            f"listen_port = {self.port}\n"
-            f"unix_socket_dir = {self.socket_dir}\n"
-            "auth_type = trust\n"
-            f"auth_file = {userlist}\n"
-            f"admin_users = {DATABASE_USER}\n"
-            "pool_mode = transaction\n"
-            "max_client_conn = 200\n"
-            "default_pool_size = 10\n"
-        )
-        for path in (userlist, ini):
-            self.run_as.give(path)
-        pgbouncer = shutil.which("pgbouncer") or "/usr/sbin/pgbouncer"
-        self._process = Process(
-            "pgbouncer", self.host.argv([pgbouncer, ini], self.run_as),
-            self.base_dir / "pgbouncer.log", cwd=self.base_dir,
-        ).start()
-        wait_until(self._accepts_connections, 30, "pgbouncer to accept connections")
-        return self
+    def extra_settings(self) -> list[str]:
+        return [f"listen_addr = {self.host.ipv4}", f"admin_users = {DATABASE_USER}"]
+
+    def make_process(self, argv: list) -> Process:
+        return Process("pgbouncer", self.host.argv(argv, self.run_as),
+                       self.base_dir / "pgbouncer.log", cwd=self.base_dir)
 
     def django_env(self) -> dict[str, str]:
         return {**super().django_env(), "EXAMPLE_PGHOST": self.host.ipv4}
