@@ -349,10 +349,13 @@ def main(argv: list[str] | None = None) -> int:
         if "children" in phases:
             results["children"] = bench.children(env, django_views()[0])
     results["runs"] = bench.runs
+    # A run of some phases, or with shorter loads, must not pass for the latest full one.
+    complete = phases == set(PHASES) and not overrides
+    mode = plan.mode if complete else "partial"
     results["meta"] = {
         "started": time.strftime("%Y-%m-%d %H:%M:%S %Z", time.localtime(started)),
         "minutes": round((time.time() - started) / 60, 1),
-        "mode": plan.mode, "machine": measure.machine_description(),
+        "mode": mode, "machine": measure.machine_description(),
         "python": platform.python_version(), "idle_foreign_cores": round(idle_foreign, 3),
         "disturbed_threshold_cores": DISTURBED_CORES, "versions": report.versions(),
         "git": report.git_revision(REPO),
@@ -360,7 +363,7 @@ def main(argv: list[str] | None = None) -> int:
     results["summary"] = report.summarise(bench.runs)
     results["targets"] = report.targets(results)
     shutil.rmtree(base, ignore_errors=True)  # kept only when the run failed, for its logs
-    paths = report.write(results, RESULTS_DIR, update_readme=not args.no_readme)
+    paths = report.write(results, RESULTS_DIR, update_readme=complete and not args.no_readme)
     print(report.text(results))
     for path in paths:
         print(f"wrote {path}")

@@ -30,7 +30,7 @@ from . import channel as ch
 from . import titles
 from .fds import close_fds, drain
 from .peers import PeerFilter
-from .protocol import FastCGIApplication, serve_connection
+from .protocol import FastCGIApplication, prepare_listener, serve_connection
 from .scoreboard import Scoreboard
 
 if TYPE_CHECKING:
@@ -95,6 +95,7 @@ class ChildWorker:
         """Serve until the master says stop, or max_requests is reached."""
         wake_fd = self._wake_fd = self.install_signal_handlers()
         self.listener.setblocking(False)
+        prepare_listener(self.listener)
         # Plain ints, read once (the properties build enums on every access).
         self._listener_kind = (int(self.listener.family), int(self.listener.type),
                                self.listener.proto)

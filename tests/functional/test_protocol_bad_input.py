@@ -114,6 +114,19 @@ def test_a_web_server_silent_mid_request_is_cut_off(server, unharmed):
     assert "sent nothing for 1.5 s in the middle of a request" in line
 
 
+@pytest.mark.parametrize("path", ["/p/big?size=8000000", "/p/stream?count=2000&size=4000"],
+                         ids=["one large block", "many small blocks"])
+def test_a_web_server_that_reads_no_response_cannot_hold_the_child(server, unharmed, path):
+    with client.connect(server.socket) as sock:
+        sock.sendall(whole_request(path))
+        time.sleep(READ_TIMEOUT * 2.5)  # read nothing: the response fills the socket
+        records, closed = read_until_closed(sock, timeout=READ_TIMEOUT * 4)
+    assert closed
+    assert RecordType.END_REQUEST not in kinds(records), "the response was not cut short"
+    (line,) = unharmed.new_lines()
+    assert "accepted no response data for 1.5 s" in line
+
+
 def test_a_body_over_the_limit_is_answered_413_and_the_connection_goes_on(server, unharmed):
     with client.Connection(server.socket, timeout=10) as connection:
         refused = connection.request("/p/raw", "POST", b"b" * (MAX_BODY + 1), keep_conn=True)

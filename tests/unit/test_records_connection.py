@@ -9,14 +9,26 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from safefcgi import client
-from safefcgi.protocol import FastCGIApplication, Limits, serve_connection
+from safefcgi.protocol import (
+    NODELAY_INHERITED,
+    FastCGIApplication,
+    Limits,
+    prepare_listener,
+    serve_connection,
+)
 from safefcgi.records import ProtocolError, RecordReader, RecordType
 
 
 class CountingSocket(socket.socket):
-    """A real socket that counts sendall() and sendmsg() calls: one per system call batch."""
+    """A real socket that counts send(), sendall() and sendmsg() calls: one per system call
+    batch."""
 
     sends: list[int]
+
+    def send(self, data, *args):
+        sent = super().send(data, *args)
+        self.sends.append(sent)
+        return sent
 
     def sendall(self, data, *args):
         self.sends.append(len(data))
@@ -183,3 +195,62 @@ def test_garbage_is_reported_as_malformed_input(protocol_log):
 
 def test_protocol_error_is_a_value_error_for_callers():
     assert issubclass(ProtocolError, ValueError)
+
+
+def test_connections_accepted_over_tcp_send_small_records_at_once():
+    """TCP_NODELAY is set once on the listener; Linux copies it to every accepted socket."""
+    listener = socket.create_server(("127.0.0.1", 0))
+    prepare_listener(listener)
+    with listener, socket.create_connection(listener.getsockname()):
+        accepted, _ = listener.accept()
+        with accepted:
+            assert accepted.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY) == 1
+    assert NODELAY_INHERITED
+
+
+class OptionRecordingSocket(socket.socket):
+    """A real socket that records which socket options were set on it."""
+
+    options: list[int]
+
+    def setsockopt(self, level, option, value, *args):
+        self.options.append(option)
+        return super().setsockopt(level, option, value, *args)
+
+
+def serve_arriving(app, incoming: bytes, delay: float) -> tuple[list[int], list]:
+    """Serve a request that arrives after ``delay`` s (0: before serving starts).
+
+    Returns the socket options the server set and the records it sent back.
+    """
+    ours, theirs = socket.socketpair()
+    server_sock = OptionRecordingSocket(theirs.family, theirs.type, fileno=theirs.detach())
+    server_sock.options = []
+    fastcgi_app = FastCGIApplication(app, debug=False, multithreaded=False, max_connections=1,
+                                     limits=Limits(read_timeout=2))
+    def web_server_writes():
+        ours.sendall(incoming)
+        ours.shutdown(socket.SHUT_WR)
+
+    timer = threading.Timer(delay, web_server_writes)
+    if delay:
+        timer.start()
+    else:
+        web_server_writes()
+    assert serve_connection(fastcgi_app, server_sock, "")
+    if delay:
+        timer.join()
+    reader = RecordReader()
+    while data := ours.recv(65536):
+        reader.feed(data)
+    ours.close()
+    return server_sock.options, list(reader.records())
+
+
+@pytest.mark.parametrize("delay, armed", [(0, False), (0.2, True)],
+                         ids=["arrived whole", "still arriving"])
+def test_read_timeouts_cost_system_calls_only_when_a_call_would_block(delay, armed):
+    options, records = serve_arriving(blocks_app([b"hello"]), request_bytes(), delay)
+    assert records[-1].type == RecordType.END_REQUEST
+    assert (socket.SO_RCVTIMEO in options) is armed
+    assert (socket.SO_SNDTIMEO in options) is armed
