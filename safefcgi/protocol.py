@@ -70,6 +70,16 @@ from .wsgi import (
 
 log = logging.getLogger("safefcgi.protocol")
 
+# The record types the per-record code compares with, as plain ints: reading an
+# IntEnum member costs four times a module global on Python 3.11.
+BEGIN_REQUEST = RecordType.BEGIN_REQUEST.value
+ABORT_REQUEST = RecordType.ABORT_REQUEST.value
+PARAMS = RecordType.PARAMS.value
+STDIN = RecordType.STDIN.value
+STDOUT = RecordType.STDOUT.value
+DATA = RecordType.DATA.value
+RESPONDER = Role.RESPONDER.value
+
 DEFAULT_MAX_PARAMS_BYTES = 1024 * 1024
 DEFAULT_MAX_BODY_BYTES = 1024 * 1024 * 1024
 DEFAULT_READ_TIMEOUT = 30.0
@@ -236,7 +246,7 @@ class Connection:
                 return
             if record.request_id == NULL_REQUEST_ID:
                 self.handle_management(record)
-            elif record.type == RecordType.BEGIN_REQUEST:
+            elif record.type == BEGIN_REQUEST:
                 if not self.serve_request(record):
                     return
             # Anything else belongs to no active request: ignored, as the spec says.
@@ -324,7 +334,10 @@ class Connection:
     def send(self, data: bytes) -> None:
         try:
             if not self._timeouts_armed:
-                sent = self._send_without_waiting(data)
+                try:
+                    sent = self.sock.send(data, socket.MSG_DONTWAIT)
+                except BlockingIOError:
+                    sent = 0
                 if sent == len(data):
                     return
                 data = memoryview(data)[sent:]
@@ -332,12 +345,6 @@ class Connection:
             self.sock.sendall(data)
         except OSError as exc:
             raise self._send_failed(exc) from None
-
-    def _send_without_waiting(self, data: bytes) -> int:
-        try:
-            return self.sock.send(data, socket.MSG_DONTWAIT)
-        except BlockingIOError:
-            return 0
 
     def send_pieces(self, pieces: list[bytes | memoryview]) -> None:
         """Send encoded records by scatter-gather: the data is never copied into one buffer."""
@@ -388,7 +395,7 @@ class Connection:
         """Serve the request ``begin`` opens; True if the connection carries on."""
         role, flags = parse_begin_request(begin.content)
         keep_conn = bool(flags & KEEP_CONN)
-        if role != Role.RESPONDER:
+        if role != RESPONDER:
             log.warning("web server asked for FastCGI role %d; only the responder role is "
                         "served", role)
             self.send(end_request(begin.request_id, 0, ProtocolStatus.UNKNOWN_ROLE))
@@ -424,16 +431,16 @@ class Request:
         while True:
             record = connection.read_record()
             if record.request_id == self.id:
-                if record.type == RecordType.ABORT_REQUEST:
+                if record.type == ABORT_REQUEST:
                     self.aborted = True
                     raise RequestAborted(f"web server aborted request {self.id}")
-                if record.type == RecordType.BEGIN_REQUEST:
+                if record.type == BEGIN_REQUEST:
                     raise connection.fail(ProtocolError(
                         f"BEGIN_REQUEST for request {self.id}, which is still active"))
                 return record
             if record.request_id == NULL_REQUEST_ID:
                 connection.handle_management(record)
-            elif record.type == RecordType.BEGIN_REQUEST:
+            elif record.type == BEGIN_REQUEST:
                 connection.send(end_request(record.request_id, 0,
                                             ProtocolStatus.CANT_MPX_CONN))
             # Records of a refused or unknown request id are ignored.
@@ -443,7 +450,7 @@ class Request:
         chunks, size = [], 0
         while True:
             record = self.next_record()
-            if record.type != RecordType.PARAMS:
+            if record.type != PARAMS:
                 raise self.connection.fail(ProtocolError(
                     f"{record.describe()} before the end of its PARAMS"))
             if not record.content:
@@ -461,9 +468,9 @@ class Request:
         limit = self.body_limit
         while True:
             record = self.next_record()
-            if record.type == RecordType.DATA:
+            if record.type == DATA:
                 continue  # the filter role's second stream; a responder has none
-            if record.type != RecordType.STDIN:
+            if record.type != STDIN:
                 raise self.connection.fail(ProtocolError(
                     f"{record.describe()} while reading STDIN"))
             if not record.content:
@@ -596,14 +603,14 @@ class Request:
             self.ended = True
         if len(data) <= MAX_CONTENT:
             # The common case, a block that fits one record: one bytes, one send.
-            out = encode_record(RecordType.STDOUT, self.id, data) if data else b""
+            out = encode_record(STDOUT, self.id, data) if data else b""
             if final:
-                out += stream_end_and_end_request(RecordType.STDOUT, self.id)
+                out += stream_end_and_end_request(STDOUT, self.id)
             self.connection.send(out)
             return
-        pieces = encode_stream(RecordType.STDOUT, self.id, data)
+        pieces = encode_stream(STDOUT, self.id, data)
         if final:
-            pieces.append(stream_end_and_end_request(RecordType.STDOUT, self.id))
+            pieces.append(stream_end_and_end_request(STDOUT, self.id))
         self.connection.send_pieces(pieces)
 
     def end(self) -> None:

@@ -78,6 +78,10 @@ class Record(NamedTuple):
         return f"{name} record for request {self.request_id}"
 
 
+# Record(...) runs a Python-level __new__; tuple.__new__ builds the same object in C.
+_new_record = tuple.__new__
+
+
 class RecordReader:
     """Cuts a byte stream into records.
 
@@ -116,7 +120,7 @@ class RecordReader:
         if len(data) < end:
             return None
         self._position = end
-        return Record(kind, request_id, data[content_start:content_start + length])
+        return _new_record(Record, (kind, request_id, data[content_start:content_start + length]))
 
     def records(self) -> Iterator[Record]:
         """Every complete record buffered so far."""
@@ -234,29 +238,31 @@ def decode_pairs(data: bytes) -> dict[str, str]:
     text = data.decode("latin-1")
     pairs: dict[str, str] = {}
     position, end = 0, len(data)
-    while position < end:
-        # One-byte lengths (< 128) are the rule: read them inline.
-        name_length = data[position]
-        if name_length < 0x80:
-            position += 1
-        else:
-            name_length, position = _decode_length(data, position, end)
-        if position >= end:
-            raise ProtocolError(
-                "name-value stream ends between a name length and its value length")
-        value_length = data[position]
-        if value_length < 0x80:
-            position += 1
-        else:
-            value_length, position = _decode_length(data, position, end)
-        name_end = position + name_length
-        value_end = name_end + value_length
-        if value_end > end:
-            raise ProtocolError(
-                f"name-value pair of {name_length}+{value_length} bytes runs past the end "
-                f"of its stream ({end - position} bytes left)")
-        pairs[text[position:name_end]] = text[name_end:value_end]
-        position = value_end
+    try:
+        while position < end:
+            # One-byte lengths (< 128) are the rule: read them inline. Reading past
+            # the end raises IndexError, which is cheaper than checking every time.
+            name_length = data[position]
+            if name_length < 0x80:
+                position += 1
+            else:
+                name_length, position = _decode_length(data, position, end)
+            value_length = data[position]
+            if value_length < 0x80:
+                position += 1
+            else:
+                value_length, position = _decode_length(data, position, end)
+            name_end = position + name_length
+            value_end = name_end + value_length
+            if value_end > end:
+                raise ProtocolError(
+                    f"name-value pair of {name_length}+{value_length} bytes runs past the "
+                    f"end of its stream ({end - position} bytes left)")
+            pairs[text[position:name_end]] = text[name_end:value_end]
+            position = value_end
+    except IndexError:
+        raise ProtocolError(
+            "name-value stream ends between a name length and its value length") from None
     return pairs
 
 
