@@ -40,6 +40,10 @@ log = logging.getLogger("safefcgi.child")
 
 DRAIN_LIMIT = 1000  # at most this many backlog connections are served on stop
 STATUS_REPLY_SECONDS = 2.0  # how long the status page waits for the master's numbers
+# Blocked from fork() until the child's own handlers are in (install_signal_handlers).
+BLOCKED_UNTIL_HANDLED = frozenset(
+    getattr(signal, name) for name in ("SIGTERM", "SIGINT", "SIGQUIT", "SIGHUP", "SIGUSR1",
+                                       "SIGUSR2", "SIGTTIN", "SIGTTOU", "SIGCHLD"))
 
 
 class ChildWorker:
@@ -68,6 +72,9 @@ class ChildWorker:
     def install_signal_handlers(self) -> int:
         """TERM: finish, serve the backlog, exit. QUIT: die now. INT, HUP...: the master's.
 
+        The master forks with these signals blocked (a signal reaching a new
+        child before this point would run the master's handlers and be lost);
+        they are unblocked here, so one that arrived meanwhile acts now.
         Returns the read end of the wake-up pipe the handlers write to.
         """
         wake_read, wake_write = os.pipe()
@@ -86,6 +93,8 @@ class ChildWorker:
         slow_log = self.ops.slow_log() if self.ops is not None else None
         if slow_log is not None:  # SIGUSR2 from the master: write our stack
             slow_log.install(self.current_request)
+        self._wake_fd = wake_read
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, BLOCKED_UNTIL_HANDLED)
         return wake_read
 
     def _on_term(self, signum: int, frame: Any) -> None:
@@ -93,7 +102,9 @@ class ChildWorker:
 
     def serve(self) -> None:
         """Serve until the master says stop, or max_requests is reached."""
-        wake_fd = self._wake_fd = self.install_signal_handlers()
+        if self._wake_fd < 0:  # the master installs them before the after-fork hooks
+            self.install_signal_handlers()
+        wake_fd = self._wake_fd
         self.listener.setblocking(False)
         prepare_listener(self.listener)
         # Plain ints, read once (the properties build enums on every access).

@@ -30,7 +30,7 @@ from typing import Any
 
 from . import channel as ch
 from . import logs, slowlog, systemd, titles
-from .child import ChildWorker
+from .child import BLOCKED_UNTIL_HANDLED, ChildWorker
 from .config import ServerConfig
 from .errors import CHILD_EXIT_BOOT_FAILED, EXIT_OK, HookError, SafeFCGIError
 from .fds import drain, flush_std_streams
@@ -620,10 +620,17 @@ class PreforkMaster:
         # first fork this only looks at what the master made since.
         gc.collect()
         gc.freeze()
-        pid = os.fork()
-        if pid == 0:
-            parent_end.close()
-            os._exit(self._run_child(child_end, max_requests, board))
+        # Until the child has handlers of its own, a signal sent to it (our
+        # SIGTERM on a stop) would run our handlers in it and be lost: the
+        # child unblocks them once its handlers are in.
+        mask = signal.pthread_sigmask(signal.SIG_BLOCK, BLOCKED_UNTIL_HANDLED)
+        try:
+            pid = os.fork()
+            if pid == 0:
+                parent_end.close()
+                os._exit(self._run_child(child_end, max_requests, board))
+        finally:  # only the parent gets here
+            signal.pthread_sigmask(signal.SIG_SETMASK, mask)
         child_end.close()
         parent_end.setblocking(False)
         child = Child(pid=pid, channel=parent_end, budget=max_requests, board=board)
@@ -639,6 +646,8 @@ class PreforkMaster:
             self.worker = ChildWorker(self.listener, self.app, channel, max_requests,
                                       peers=self.peers, ops=self.ops, board=board,
                                       draining=self._drain_until is not None)
+            # Before the hooks: a TERM while they run is a stop like any other.
+            self.worker.install_signal_handlers()
             try:
                 self.hooks.run_after_fork(self)
             except HookError:

@@ -93,6 +93,21 @@ def test_graceful_stop_serves_every_queued_connection_and_refuses_new_ones(start
     assert server.wait_for_exit(10) == 0
 
 
+def test_a_stop_while_the_only_child_starts_still_serves_the_queued_connection(start_server):
+    # The child gets TERM while its after-fork hooks run: it must act on it once it
+    # can serve (drain, then exit), neither die at once nor lose the signal.
+    server = start_server("--maxchildren", "1", "--minspare", "1", "--maxspare", "1",
+                          "--after-fork", "fixturesite_hooks.after_slow", wait=False)
+    assert wait_for(lambda: "after_slow" in server.hook_log.read_text()), server.log
+    queued = send_request(server.socket, "/pid")
+
+    server.process.send_signal(signal.SIGTERM)
+
+    response = read_response(queued)
+    assert response.status == 200, server.log
+    assert server.wait_for_exit(10) == 0, server.log
+
+
 def test_graceful_timeout_kills_what_is_still_busy(start_server):
     server = start_server("--maxchildren", "1", "--graceful-timeout", "1")
     stuck = in_thread(server.get, "/sleep?seconds=30")

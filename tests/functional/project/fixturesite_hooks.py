@@ -1,6 +1,7 @@
 """Hooks that record their calls to the file named by FIXTURESITE_HOOK_LOG."""
 
 import os
+import time
 
 
 def _record(name):
@@ -39,3 +40,9 @@ def after_fails_twice(server):
 
 def before_fails(server):
     raise ValueError("refusing to fork")
+
+
+def after_slow(server):
+    """A child start-up that takes a while (FIXTURESITE_HOOK_SLEEP seconds, default 2)."""
+    _record("after_slow")
+    time.sleep(float(os.environ.get("FIXTURESITE_HOOK_SLEEP", "2")))
