@@ -348,11 +348,11 @@ class Connection:
 
     def send_pieces(self, pieces: list[bytes | memoryview]) -> None:
         """Send encoded records by scatter-gather: the data is never copied into one buffer."""
-        if not self._timeouts_armed:
-            self._arm_timeouts()  # a large response: two more system calls are nothing
         views = [memoryview(piece).cast("B") for piece in pieces]
         first = 0  # views[:first] are sent
         try:
+            if not self._timeouts_armed:
+                self._arm_timeouts()  # a large response: two more system calls are nothing
             while first < len(views):
                 sent = self.sock.sendmsg(views[first:first + MAX_IOV])
                 while first < len(views) and sent >= len(views[first]):
