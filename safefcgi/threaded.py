@@ -11,7 +11,10 @@ then closed unserved (as flup's threaded server did).
 The pool follows --minspare/--maxspare/--maxthreads: a thread that takes a
 connection starts another one when fewer than minspare would be left idle
 (up to maxthreads in all); a thread that finishes one leaves when more than
-maxspare would be idle. The main thread only waits for TERM or INT.
+maxspare would be idle. At least one thread is kept idle while maxthreads
+allows, even with --minspare 0: only an idle thread accepts, so with none a
+connection would wait although the pool may grow. The main thread only
+waits for TERM or INT.
 """
 
 from __future__ import annotations
@@ -47,7 +50,7 @@ class ThreadedFastCGIServer:
                                       max_connections=max_threads, limits=limits,
                                       script_name=script_name)
         self.peers = peers
-        self.min_spare = min_spare
+        self.min_spare = max(min_spare, 1)  # someone must be waiting to accept
         self.max_spare = max_spare
         self.max_threads = max_threads
         # Guards the two counts below; notified when a thread leaves.
@@ -86,8 +89,7 @@ class ThreadedFastCGIServer:
         self._listener, self._listener_kind = sock, listener_kind(sock)
         self._listener_fd = sock.fileno()
         try:
-            # Never none: someone must accept.
-            for _ in range(min(max(self.min_spare, 1), self.max_threads)):
+            for _ in range(min(self.min_spare, self.max_threads)):
                 self._start_thread()
             self._wait_for_stop_signal(wake_read)
             self._stop(stop_accepting)

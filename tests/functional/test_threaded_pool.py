@@ -25,8 +25,11 @@ def worker_threads(pid: int) -> int:
 
 
 def sleepers(server, seconds: str) -> int:
-    """How many requests have entered /sleep?seconds=... so far."""
-    return len(re.findall(rf"sleeps {re.escape(seconds)}$", server.log, re.MULTILINE))
+    """How many requests have entered /sleep?seconds=... so far.
+
+    Threads print at the same time: one line's newline may follow another's text.
+    """
+    return len(re.findall(rf"sleeps {re.escape(seconds)}(?![\d.])", server.log))
 
 
 def test_pool_grows_to_maxthreads_under_load_and_shrinks_to_maxspare(start_server):
@@ -75,6 +78,17 @@ def test_minspare_threads_are_started_ahead_of_need(start_server):
         assert wait_for(lambda: worker_threads(pid) == 5, 5), worker_threads(pid)
         assert [future.result().status for future in results] == [200, 200]
     assert worker_threads(pid) == 5  # five idle: within --maxspare, they stay
+
+
+def test_minspare_zero_still_grows_to_maxthreads(start_server):
+    # Only an idle thread accepts: with none kept, requests would run one at a time.
+    server = start_server("--method", "threaded", "--minspare", "0", "--maxspare", "1",
+                          "--maxthreads", "3")
+    with concurrent.futures.ThreadPoolExecutor(3) as pool:
+        results = [pool.submit(server.get, "/sleep?seconds=3", timeout=20) for _ in range(3)]
+        assert wait_for(lambda: sleepers(server, "3") == 3, 2.5), server.log
+        assert [future.result().status for future in results] == [200] * 3
+    assert wait_for(lambda: worker_threads(server.process.pid) == 1, 5)
 
 
 def test_stop_serves_the_listen_queue_and_refuses_new_connections(start_server):
