@@ -30,6 +30,7 @@ from . import channel as ch
 from . import titles
 from .fds import close_fds, drain
 from .peers import PeerFilter
+from .polling import Poller, accept, listener_kind, take_backlog
 from .protocol import FastCGIApplication, prepare_listener, serve_connection
 from .scoreboard import Scoreboard
 
@@ -38,7 +39,6 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("safefcgi.child")
 
-DRAIN_LIMIT = 1000  # at most this many backlog connections are served on stop
 STATUS_REPLY_SECONDS = 2.0  # how long the status page waits for the master's numbers
 # Blocked from fork() until the child's own handlers are in (install_signal_handlers).
 BLOCKED_UNTIL_HANDLED = frozenset(
@@ -107,9 +107,7 @@ class ChildWorker:
         wake_fd = self._wake_fd
         self.listener.setblocking(False)
         prepare_listener(self.listener)
-        # Plain ints, read once (the properties build enums on every access).
-        self._listener_kind = (int(self.listener.family), int(self.listener.type),
-                               self.listener.proto)
+        self._listener_kind = listener_kind(self.listener)
         if self.ops:  # operator pages and the access log around the application
             self.app.application = self.ops.wrap(self.app.application, self)
         self.app.observer = self  # request_started() / request_finished()
@@ -248,20 +246,10 @@ class ChildWorker:
 
     # -- serving ----------------------------------------------------------------------
 
-    def _accept(self) -> tuple[socket.socket, Any]:
-        """socket.accept() without its per-call cost of turning family and type into enums.
-
-        The same steps as the standard library's accept(): the C-level
-        ``_accept`` and a socket object of the listener's (cached) kind.
-        """
-        fd, addr = self.listener._accept()
-        family, kind, proto = self._listener_kind
-        return socket.socket(family, kind, proto, fileno=fd), addr
-
     def _accept_and_serve(self) -> bool:
         """Serve one connection if we win the race for it; False means exit now."""
         try:
-            conn, addr = self._accept()
+            conn, addr = accept(self.listener, self._listener_kind)
         except (BlockingIOError, InterruptedError):
             return True  # a sibling took it
         except OSError as exc:
@@ -297,50 +285,10 @@ class ChildWorker:
         would let new connections queue behind a stopping server for as long
         as requests keep arriving.
         """
-        queued = []
-        for _ in range(DRAIN_LIMIT):
-            try:
-                queued.append(self._accept())
-            except (BlockingIOError, InterruptedError):
-                break
-            except OSError as exc:
-                log.debug("accept while stopping failed: %s", exc)
-                break
+        queued = take_backlog(self.listener, self._listener_kind)
         self.listener.close()
         for conn, addr in queued:
             self._serve(conn, addr)
-
-
-class Poller:
-    """Waits for any of a few fds; ``exclusive`` ones wake only one waiting process.
-
-    EPOLLEXCLUSIVE (Linux 4.5) on the shared listener: one connection, one
-    child woken. Elsewhere, poll() wakes every idle child and all but one find
-    nothing to accept, which is still correct.
-    """
-
-    def __init__(self, exclusive: list[int], shared: list[int]):
-        self._epoll = None
-        if hasattr(select, "epoll") and hasattr(select, "EPOLLEXCLUSIVE"):
-            self._epoll = select.epoll()
-            for fd in exclusive:
-                self._epoll.register(fd, select.EPOLLIN | select.EPOLLEXCLUSIVE)
-            for fd in shared:
-                self._epoll.register(fd, select.EPOLLIN)
-        else:
-            self._poll = select.poll()
-            for fd in exclusive + shared:
-                self._poll.register(fd, select.POLLIN)
-
-    def wait(self) -> set[int]:
-        """The fds that are ready (readable, closed or in error); blocks until one is."""
-        if self._epoll is not None:
-            return {fd for fd, _ in self._epoll.poll()}
-        return {fd for fd, _ in self._poll.poll()}
-
-    def close(self) -> None:
-        if self._epoll is not None:
-            self._epoll.close()
 
 
 def _adopt_output_fds(message: ch.Message, allowed: set[int]) -> None:

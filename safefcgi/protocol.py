@@ -1,7 +1,6 @@
-"""The FastCGI connection handler: the one module that imports flup.
+"""The FastCGI connection handler: serves every request of one web-server connection.
 
-flup6 (2015) is kept for what it still does well, the threaded mode's thread
-pool and accept loop. Its record handling is replaced, because on Python 3 it
+It replaces flup6's (2015) record handling, because on Python 3 flup6
 
 * decoded PARAMS record by record, so a name-value pair split across two
   records was garbled, and it kept every byte of a request body it had read;
@@ -22,21 +21,15 @@ Bad input ends that one connection with one log line; the child goes on.
 from __future__ import annotations
 
 import logging
-import os
 import select
-import signal
 import socket
 import struct
 import sys
-import threading
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-from flup.server.threadpool import ThreadPool
-
-from .peers import PeerFilter
 from .records import (
     KEEP_CONN,
     MAX_CONTENT,
@@ -625,94 +618,3 @@ def _timeval(seconds: float) -> bytes | None:
         return None
     whole = int(seconds)
     return struct.pack("ll", whole, int((seconds - whole) * 1_000_000))
-
-
-class ThreadedFastCGIServer:
-    """One process, a pool of threads (flup's ThreadPool), each connection served by
-    serve_connection().
-
-    A connection is only accepted when a thread is free to serve it: the rest wait
-    in the kernel's listen queue. (flup's own loop accepted them and, with every
-    thread busy, closed them unserved, which the web server reported as errors.)
-    """
-
-    def __init__(self, application: WSGIApp, *, debug: bool, min_spare: int, max_spare: int,
-                 max_threads: int, limits: Limits | None = None,
-                 script_name: str | None = None, peers: PeerFilter | None = None):
-        self.app = FastCGIApplication(application, debug=debug, multithreaded=True,
-                                      max_connections=max_threads, limits=limits,
-                                      script_name=script_name)
-        self.peers = peers
-        self._pool = ThreadPool(minSpare=min_spare, maxSpare=max_spare, maxThreads=max_threads)
-        self._max_threads = max_threads
-        self._free_threads = threading.BoundedSemaphore(max_threads)
-        self._stopping = False
-
-    def serve_forever(self, sock: socket.socket, graceful_timeout: float = 30.0) -> None:
-        """Serve until SIGTERM or SIGINT; requests in flight then get graceful_timeout."""
-        wake_read, wake_write = os.pipe()
-        os.set_blocking(wake_write, False)
-        previous_fd = signal.set_wakeup_fd(wake_write)
-        previous = {signum: signal.signal(signum, self._on_stop)
-                    for signum in (signal.SIGTERM, signal.SIGINT)}
-        sock.setblocking(False)
-        prepare_listener(sock)
-        try:
-            while not self._stopping:
-                if not self._free_threads.acquire(timeout=STOP_POLL_SECONDS):
-                    continue
-                if not self._accept_one(sock, wake_read):
-                    self._free_threads.release()
-            self._wait_for_threads(graceful_timeout)
-        finally:
-            signal.set_wakeup_fd(previous_fd)
-            for signum, handler in previous.items():
-                signal.signal(signum, handler)
-            os.close(wake_read)
-            os.close(wake_write)
-
-    def _on_stop(self, signum: int, frame: Any) -> None:
-        self._stopping = True
-
-    def _wait_for_threads(self, timeout: float) -> None:
-        """Take back every thread slot, i.e. wait until no request is in flight."""
-        deadline = time.monotonic() + timeout
-        for taken in range(self._max_threads):
-            if not self._free_threads.acquire(timeout=max(deadline - time.monotonic(), 0)):
-                log.warning("%d requests still running after %g s; stopping anyway",
-                            self._max_threads - taken, timeout)
-                return
-
-    def _accept_one(self, sock: socket.socket, wake_read: int) -> bool:
-        """Wait for a connection (or a stop signal); hand it to a thread. True if handed."""
-        readable, _, _ = select.select([sock, wake_read], [], [])
-        if wake_read in readable:
-            os.read(wake_read, 512)
-        if self._stopping or sock not in readable:
-            return False
-        try:
-            conn, addr = sock.accept()
-        except (BlockingIOError, InterruptedError):
-            return False
-        if self.peers is not None and not self.peers.admit(conn, addr):
-            return False
-        self._pool.addJob(_ConnectionJob(conn, addr, self.app, self._free_threads),
-                          allowQueuing=True)
-        return True
-
-
-class _ConnectionJob:
-    """A thread-pool job: flup calls run() in a pool thread."""
-
-    def __init__(self, sock: socket.socket, addr: Any, app: FastCGIApplication,
-                 free_threads: threading.BoundedSemaphore):
-        self._sock = sock
-        self._addr = addr
-        self._app = app
-        self._free_threads = free_threads
-
-    def run(self) -> None:
-        try:
-            serve_connection(self._app, self._sock, self._addr)
-        finally:
-            self._free_threads.release()

@@ -21,9 +21,10 @@ from .ops import NoPool, Operability
 from .peers import PeerFilter, peer_filter
 from .privileges import children_identity, drop_privileges, resolve_owner
 from .process import change_directory, check_pidfile, daemonize, pidfile, redirect_output
-from .protocol import FastCGIApplication, Limits, ThreadedFastCGIServer
+from .protocol import FastCGIApplication, Limits
 from .reload import Handover, Reloader, is_probe, take_handover
 from .sockets import Listener, adopt_fd, open_listener, set_socket_access
+from .threaded import ThreadedFastCGIServer
 
 log = logging.getLogger("safefcgi.server")
 
@@ -66,8 +67,7 @@ def serve(config: ServerConfig) -> int:
                      listener.description, config.method, os.getpid())
             if config.method == "threaded":
                 drop_privileges(identity)  # this process serves: it must not stay root
-                return serve_threaded(config, ops.wrap(application, NoPool()), listener.sock,
-                                      peers)
+                return serve_threaded(config, ops.wrap(application, NoPool()), listener, peers)
             reloader = Reloader(launch_dir, listener.sock, listener.description,
                                 listener.unix_path, listener.unix_inode)
             inherited = [InheritedChild(pid, fd) for pid, fd in handover.children] \
@@ -151,14 +151,15 @@ def serve_prefork(config: ServerConfig, application: object, listener: Listener,
     return master.run()
 
 
-def serve_threaded(config: ServerConfig, application: object, sock,
+def serve_threaded(config: ServerConfig, application: object, listener: Listener,
                    peers: PeerFilter | None = None) -> int:
     server = ThreadedFastCGIServer(application, debug=config.debug,
                                    min_spare=config.minspare, max_spare=config.maxspare,
                                    max_threads=config.thread_limit,
                                    limits=protocol_limits(config),
                                    script_name=config.script_name, peers=peers)
-    server.serve_forever(sock, graceful_timeout=config.graceful_timeout)
+    server.serve_forever(listener.sock, graceful_timeout=config.graceful_timeout,
+                         stop_accepting=listener.stop_accepting)
     log.info("threaded server stopped")
     return EXIT_OK
 
