@@ -30,7 +30,7 @@ from . import channel as ch
 from . import titles
 from .fds import close_fds, drain
 from .peers import PeerFilter
-from .polling import Poller, accept, listener_kind, take_backlog
+from .polling import Poller, accept, listener_kind, pause_after_accept_error, take_backlog
 from .protocol import FastCGIApplication, prepare_listener, serve_connection
 from .scoreboard import Scoreboard
 
@@ -253,7 +253,7 @@ class ChildWorker:
         except (BlockingIOError, InterruptedError):
             return True  # a sibling took it
         except OSError as exc:
-            log.warning("accept failed: %s", exc)
+            pause_after_accept_error(exc)
             return True
         self._serve(conn, addr)
         titles.child_idle()

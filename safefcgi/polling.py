@@ -11,11 +11,13 @@ from __future__ import annotations
 import logging
 import select
 import socket
+import time
 from typing import Any
 
 log = logging.getLogger("safefcgi.polling")
 
 DRAIN_LIMIT = 1000  # at most this many backlog connections are served on stop
+ACCEPT_ERROR_PAUSE = 0.5  # seconds between retries of an accept() that failed
 
 ListenerKind = tuple[int, int, int]  # family, type, proto as plain ints
 
@@ -70,6 +72,18 @@ def accept(listener: socket.socket, kind: ListenerKind) -> tuple[socket.socket, 
     fd, addr = listener._accept()
     family, type_, proto = kind
     return socket.socket(family, type_, proto, fileno=fd), addr
+
+
+def pause_after_accept_error(exc: OSError) -> None:
+    """Log a failed accept() and wait a little before the next try.
+
+    What makes accept() fail here (EMFILE: out of file descriptors, ENFILE,
+    ENOBUFS) lasts, and epoll keeps reporting the listener ready: retrying at
+    once would spin, writing a warning per try. The connection waits in the
+    listen queue meanwhile.
+    """
+    log.warning("accept failed: %s; retrying in %g s", exc, ACCEPT_ERROR_PAUSE)
+    time.sleep(ACCEPT_ERROR_PAUSE)
 
 
 def take_backlog(listener: socket.socket, kind: ListenerKind,

@@ -31,7 +31,7 @@ from typing import Any
 
 from .fds import close_fds, drain
 from .peers import PeerFilter
-from .polling import Poller, accept, listener_kind, take_backlog
+from .polling import Poller, accept, listener_kind, pause_after_accept_error, take_backlog
 from .protocol import FastCGIApplication, Limits, prepare_listener, serve_connection
 from .wsgi import WSGIApp
 
@@ -229,8 +229,9 @@ class ThreadedFastCGIServer:
             except (BlockingIOError, InterruptedError):
                 return None
             except OSError as exc:
-                log.warning("accept failed: %s", exc)
-                return None
+                failure = exc
+        pause_after_accept_error(failure)  # not holding the lock: the stop may need it
+        return None
 
     def _serve_queued(self) -> None:
         """On stop: serve the connections the stop took from the listen queue."""

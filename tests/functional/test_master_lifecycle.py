@@ -181,3 +181,20 @@ def test_threaded_mode_queues_connections_beyond_its_threads(start_server):
     with concurrent.futures.ThreadPoolExecutor(8) as pool:
         statuses = list(pool.map(lambda _: server.get("/sleep?seconds=0.3").status, range(16)))
     assert statuses == [200] * 16
+
+
+def test_an_accept_that_keeps_failing_is_retried_at_a_bounded_pace(start_server):
+    # The hook leaves the child no free file descriptor: every accept() fails with EMFILE,
+    # and epoll keeps saying the listener is ready. Retrying at once would spin.
+    server = start_server("--maxchildren", "1", "--minspare", "1", "--maxspare", "1",
+                          "--after-fork", "fixturesite_hooks.after_out_of_fds", wait=False)
+    assert wait_for(lambda: os.path.exists(server.socket)), server.log
+    waiting = socket.socket(socket.AF_UNIX)
+    waiting.connect(server.socket)  # queued: the child cannot take it
+    time.sleep(2)
+    failures = server.log.count("accept failed")
+    waiting.close()
+    assert 1 <= failures <= 6, server.log[-2000:]
+    assert "Too many open files" in server.log
+    server.process.send_signal(signal.SIGTERM)
+    assert server.wait_for_exit(10) == 0

@@ -46,3 +46,15 @@ def after_slow(server):
     """A child start-up that takes a while (FIXTURESITE_HOOK_SLEEP seconds, default 2)."""
     _record("after_slow")
     time.sleep(float(os.environ.get("FIXTURESITE_HOOK_SLEEP", "2")))
+
+
+def after_out_of_fds(server):
+    """Leave the child no free file descriptor, so that every accept() fails (EMFILE)."""
+    import resource
+
+    _record("after_out_of_fds")
+    lowest_free = os.dup(0)  # a new descriptor always takes the lowest free number
+    os.close(lowest_free)
+    _, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    # One descriptor left: the child's epoll set takes it, then accept() has none.
+    resource.setrlimit(resource.RLIMIT_NOFILE, (lowest_free + 1, hard))
