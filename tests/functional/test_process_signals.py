@@ -77,10 +77,16 @@ def reloadable(start_server, code_dir, *args):
 
 # -- TERM / INT / QUIT -----------------------------------------------------------------
 
-def test_graceful_stop_serves_every_queued_connection_and_refuses_new_ones(start_server):
-    server = start_server("--maxchildren", "1")
+@pytest.mark.parametrize("one_worker", [
+    ("--maxchildren", "1"),
+    ("--method", "threaded", "--minspare", "1", "--maxspare", "1", "--maxthreads", "1"),
+], ids=["prefork", "threaded"])
+def test_graceful_stop_serves_every_queued_connection_and_refuses_new_ones(start_server,
+                                                                          one_worker):
+    server = start_server(*one_worker)
     in_flight = send_request(server.socket, "/sleep?seconds=1")
-    sleeping_child(server, "1")  # the only child is busy: the next ones wait in the backlog
+    # The only worker is busy: the next connections wait in the listen queue.
+    assert wait_for(lambda: "sleeps 1\n" in server.log), server.log
     queued = [send_request(server.socket, "/pid") for _ in range(3)]
 
     server.process.send_signal(signal.SIGTERM)

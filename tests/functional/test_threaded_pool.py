@@ -13,7 +13,6 @@ import pytest
 from safefcgi import client
 
 from .conftest import wait_for
-from .test_process_signals import read_response, send_request
 
 
 def worker_threads(pid: int) -> int:
@@ -89,24 +88,6 @@ def test_minspare_zero_still_grows_to_maxthreads(start_server):
         assert wait_for(lambda: sleepers(server, "3") == 3, 2.5), server.log
         assert [future.result().status for future in results] == [200] * 3
     assert wait_for(lambda: worker_threads(server.process.pid) == 1, 5)
-
-
-def test_stop_serves_the_listen_queue_and_refuses_new_connections(start_server):
-    server = start_server("--method", "threaded", "--minspare", "1", "--maxspare", "1",
-                          "--maxthreads", "1")
-    in_flight = send_request(server.socket, "/sleep?seconds=1")
-    assert wait_for(lambda: sleepers(server, "1") == 1, 5), server.log
-    queued = [send_request(server.socket, "/pid") for _ in range(3)]
-
-    server.process.send_signal(signal.SIGTERM)
-
-    assert wait_for(lambda: not os.path.exists(server.socket), timeout=2)
-    with pytest.raises((FileNotFoundError, ConnectionRefusedError)):
-        client.connect(server.socket).close()
-    assert read_response(in_flight).body.startswith(b"slept in")
-    assert [read_response(sock).status for sock in queued] == [200, 200, 200]
-    assert server.wait_for_exit(10) == 0
-    assert "serving 3 connections that were already queued" in server.log
 
 
 def test_a_kept_open_connection_is_let_go_between_requests_on_stop(start_server):
