@@ -573,13 +573,14 @@ class PreforkMaster:
     def _maintain_pool(self) -> None:
         live: list[Child | None] = list(self._live())
         spare = sum(1 for c in live if c.idle or not c.ready)
-        while spare < self.limits.minspare and len(live) < self.limits.maxchildren:
+        # At least one spare even with --minspare 0: only an idle child accepts, so
+        # with none, connections would wait although the pool may still grow.
+        wanted = max(self.limits.minspare, 1)
+        while spare < wanted and len(live) < self.limits.maxchildren:
             if not self._spawn_if_allowed():
                 return
             live.append(None)
             spare += 1
-        if not live and self.limits.minspare == 0:
-            self._spawn_if_allowed()  # never zero children: someone must accept
         idle = sorted((c for c in live if c is not None and c.ready and c.idle),
                       key=lambda c: c.started_at)
         for child in idle[self.limits.maxspare:]:

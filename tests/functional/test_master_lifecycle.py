@@ -198,3 +198,18 @@ def test_an_accept_that_keeps_failing_is_retried_at_a_bounded_pace(start_server)
     assert "Too many open files" in server.log
     server.process.send_signal(signal.SIGTERM)
     assert server.wait_for_exit(10) == 0
+
+
+def test_minspare_0_still_grows_the_pool_when_every_child_is_busy(start_server):
+    # Only an idle child accepts: with none kept, a second request would wait for the first.
+    server = start_server("--minspare", "0", "--maxspare", "1", "--maxchildren", "3")
+    import concurrent.futures
+
+    with concurrent.futures.ThreadPoolExecutor(2) as pool:
+        slow = pool.submit(server.get, "/sleep?seconds=3")
+        time.sleep(0.5)  # the slow request holds the only child
+        started = time.monotonic()
+        quick = pool.submit(server.get, "/pid")
+        assert quick.result(timeout=10).status == 200
+        assert time.monotonic() - started < 2, "waited for the slow request"
+        assert slow.result(timeout=10).status == 200
