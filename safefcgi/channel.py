@@ -6,13 +6,13 @@ readers ignore kinds and fields they do not know, so later additions (per-child
 counters for a status page, say) need no change of format. EOF means the
 other side is gone, or (master → child) that the child is retired.
 
-Child → master: ``idle``, ``busy`` (holds a connection), ``request`` (method,
-URI: what it is serving now), ``done`` (that request ended; ``served`` counts).
-Master → child: ``stop`` (drain the backlog, then exit), ``retire`` (finish
-the request in hand, then exit: the pool shrinks or a reload replaces the
-child; the channel stays open both ways so that what the child still
-reports is counted, and it can still ask for the status page), ``reopen``
-(with the new fds of the log files attached).
+Child → master: ``idle``, once, when the child is ready to serve. What it
+does after that (busy, which request, how many served) is on its scoreboard
+(see scoreboard.py), not in messages. Master → child: ``retire`` (finish the
+request in hand, then exit: the pool shrinks or a reload replaces the child;
+the channel stays open both ways, so it can still ask for the status page),
+``reopen`` (with the new fds of the log files attached). A stop of the whole
+server is SIGTERM, not a message: it also reaches a child still starting.
 
 For the status page (see status.py): a child sends ``status`` (``full``: with
 one row per child) and the master answers ``status`` with a memfd attached
@@ -35,10 +35,8 @@ log = logging.getLogger("safefcgi.channel")
 MAX_MESSAGE = 4096
 MAX_FDS = 4
 FD_SIZE = array.array("i").itemsize
-URI_LIMIT = 1024  # a URI longer than this is cut in reports (it is only for log lines)
 
-IDLE, BUSY, REQUEST, DONE = "idle", "busy", "request", "done"
-STOP, REOPEN = "stop", "reopen"
+IDLE, REOPEN = "idle", "reopen"
 STATUS, DRAIN, RETIRE = "status", "drain", "retire"
 
 
@@ -58,8 +56,6 @@ def channel_pair() -> tuple[socket.socket, socket.socket]:
 
 
 def encode(kind: str, **fields: Any) -> bytes:
-    if "uri" in fields:
-        fields["uri"] = str(fields["uri"])[:URI_LIMIT]
     data = json.dumps({"kind": kind, **fields}, separators=(",", ":")).encode()
     if len(data) > MAX_MESSAGE:
         raise ValueError(f"{kind} message of {len(data)} bytes exceeds {MAX_MESSAGE}")

@@ -9,8 +9,8 @@ Idle children wait in epoll on the listener with EPOLLEXCLUSIVE, so a new
 connection wakes one of them, not all (no thundering herd).
 
 A ``retire`` message, or EOF on the channel (the master died), means this
-child is no longer wanted: it finishes the request in hand and exits. A
-``stop`` message, or SIGTERM, means the whole server stops: the child first serves the connections
+child is no longer wanted: it finishes the request in hand and exits.
+SIGTERM means the whole server stops: the child first serves the connections
 already waiting in the listen backlog, so none that the kernel accepted is
 dropped, then exits.
 """
@@ -134,7 +134,7 @@ class ChildWorker:
             poller.close()
 
     def _should_stop(self) -> bool:
-        """Stop asked for by a signal, a STOP message or the master closing our channel."""
+        """Stop asked for by SIGTERM, or by the master retiring us or closing our channel."""
         if not self._stop_requested and not self._read_channel():
             self._stop_requested = True
         return self._stop_requested
@@ -155,9 +155,7 @@ class ChildWorker:
                 self._handle_message(message)
 
     def _handle_message(self, message: ch.Message) -> None:
-        if message.kind == ch.STOP:
-            self._stop_requested = True
-        elif message.kind == ch.REOPEN:
+        if message.kind == ch.REOPEN:
             extra = [f.fd for f in self.ops.files()] if self.ops is not None else []
             _adopt_output_fds(message, {1, 2, *extra})
         elif message.kind == ch.DRAIN:

@@ -8,7 +8,7 @@ command all feed raw strings through it and get the same ``ServerConfig``.
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -427,11 +427,6 @@ def _validate_operability_options(config: ServerConfig) -> ServerConfig:
             if getattr(config, name):
                 raise ConfigError(f"--{name.replace('_', '-')} needs --method=prefork")
     return config
-
-
-def runfcgi_keys() -> Iterable[str]:
-    """The key=value words runfcgi understood (and safefcgi still does)."""
-    return (option.name for option in OPTIONS if option.runfcgi)
 
 
 def apply_runfcgi_defaults(raw: dict[str, Any]) -> dict[str, Any]:

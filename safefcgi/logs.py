@@ -26,10 +26,6 @@ def set_role(role: str) -> None:
     _role = role
 
 
-def current_role() -> str:
-    return _role
-
-
 class _RoleFilter(logging.Filter):
     def filter(self, record: logging.LogRecord) -> bool:
         record.role = _role

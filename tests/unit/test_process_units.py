@@ -44,11 +44,11 @@ def test_no_maxrequests_means_unlimited_whatever_the_jitter():
 def test_a_message_survives_the_channel_with_its_fields():
     master, child = ch.channel_pair()
     with master, child:
-        assert ch.send(child, ch.REQUEST, method="GET", uri="/a?b=c")
-        assert ch.send(child, ch.DONE, served=3)
-        first, second = ch.receive(master), ch.receive(master)
-    assert (first.kind, first.get("method"), first.get("uri")) == ("request", "GET", "/a?b=c")
-    assert (second.kind, second.get("served")) == ("done", 3)
+        assert ch.send(child, ch.STATUS, full=True)
+        assert ch.send(master, ch.REOPEN, targets=[1, 2])
+        first, second = ch.receive(master), ch.receive(child)
+    assert (first.kind, first.get("full")) == ("status", True)
+    assert (second.kind, second.get("targets")) == ("reopen", [1, 2])
 
 
 def test_messages_keep_their_boundaries():
@@ -59,10 +59,9 @@ def test_messages_keep_their_boundaries():
         assert [ch.receive(master).get("served") for _ in range(5)] == [0, 1, 2, 3, 4]
 
 
-def test_a_long_uri_is_cut_so_a_message_stays_small():
-    data = ch.encode(ch.REQUEST, method="GET", uri="/" + "x" * 10000)
-    assert len(data) < ch.MAX_MESSAGE
-    assert ch.decode(data).get("uri") == "/" + "x" * (ch.URI_LIMIT - 1)
+def test_a_message_too_large_for_the_channel_is_refused_by_the_sender():
+    with pytest.raises(ValueError, match="exceeds"):
+        ch.encode(ch.STATUS, padding="x" * ch.MAX_MESSAGE)
 
 
 def test_unknown_kinds_and_fields_pass_through_for_later_readers():
@@ -81,7 +80,7 @@ def test_eof_on_the_channel_says_the_other_side_is_gone():
         child.close()
         with pytest.raises(ch.ChannelClosed):
             ch.receive(master)
-        assert not ch.send(master, ch.STOP)
+        assert not ch.send(master, ch.RETIRE)
 
 
 def test_reading_an_empty_channel_does_not_block():
