@@ -29,6 +29,7 @@ from typing import TYPE_CHECKING, Any
 from . import channel as ch
 from . import titles
 from .fds import close_fds, drain
+from .ops import request_path
 from .peers import PeerFilter
 from .polling import Poller, accept, listener_kind, pause_after_accept_error, take_backlog
 from .protocol import FastCGIApplication, prepare_listener, serve_connection
@@ -68,6 +69,8 @@ class ChildWorker:
         self.ops = ops
         self.draining = draining  # the server stops soon: ping says so (--ping-drain)
         self._operator_request = False  # the request running is a status or ping page
+        # Those paths, read once: without pages, requests cost no path check at all.
+        self._page_paths = ops.page_paths if ops is not None else frozenset()
 
     def install_signal_handlers(self) -> int:
         """TERM: finish, serve the backlog, exit. QUIT: die now. INT, HUP...: the master's.
@@ -228,11 +231,11 @@ class ChildWorker:
 
     def request_started(self, environ: dict[str, Any]) -> None:
         """Called for each request, so the master can name it if it hangs."""
-        method = str(environ.get("REQUEST_METHOD", ""))
-        uri = str(environ.get("REQUEST_URI") or environ.get("PATH_INFO", ""))
-        self._operator_request = self.ops is not None and self.ops.is_operator_request(environ)
-        if self._operator_request:
+        if self._page_paths and request_path(environ) in self._page_paths:
+            self._operator_request = True
             return  # status and ping are the server's own: not counted as requests
+        method = environ.get("REQUEST_METHOD", "")
+        uri = environ.get("REQUEST_URI") or environ.get("PATH_INFO", "")
         titles.child_busy(method, uri)
         self.board.request_started(method, uri)
 

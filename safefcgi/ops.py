@@ -85,10 +85,10 @@ class Operability:
             return None
         return SlowLog(self.slowlog_file, self.slowlog_timeout)
 
-    def is_operator_request(self, environ: dict[str, Any]) -> bool:
-        """True for the status and ping paths, which the server answers itself."""
-        path = request_path(environ)
-        return path == self.status_path or path == self.ping_path
+    @property
+    def page_paths(self) -> frozenset[str]:
+        """The status and ping paths, which the server answers itself (maybe none)."""
+        return frozenset(p for p in (self.status_path, self.ping_path) if p)
 
     def wrap(self, application: WSGIApp, pool: PoolView) -> WSGIApp:
         """The application as a child serves it: pages first, everything logged."""
