@@ -147,7 +147,8 @@ def test_ping_answers_while_all_children_are_busy_when_the_pool_can_grow(start_s
     server = start_server("--ping-path", "/ping", "--minspare", "1", "--maxspare", "1",
                           "--maxchildren", "4")
     slow = [in_thread(server.get, "/sleep?seconds=3") for _ in range(2)]
-    wait_for(lambda: server.log.count(" sleeps 3") == 2)
+    # Both sleep at once only if the pool grew: otherwise the second waits for the first.
+    assert wait_for(lambda: server.log.count(" sleeps 3") == 2, timeout=2.5), server.log
 
     started = time.monotonic()
     response = server.get("/ping", timeout=5)
@@ -175,7 +176,7 @@ def test_ping_says_stopping_during_the_drain_while_requests_are_still_served(sta
 def test_a_second_sigterm_skips_the_ping_drain(start_server):
     server = start_server("--ping-path", "/ping", "--ping-drain", "60")
     server.process.send_signal(signal.SIGTERM)
-    wait_for(lambda: server.get("/ping").status == 503, timeout=3)
+    assert wait_for(lambda: server.get("/ping").status == 503, timeout=3)  # draining
 
     server.process.send_signal(signal.SIGTERM)
 

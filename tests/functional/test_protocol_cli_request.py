@@ -38,7 +38,7 @@ def test_method_data_and_headers(server):
     done = safefcgi_request("--socket", server.socket, "-X", "PUT", "-d", "a=b&c=d",
                             "-H", "X-Test: yes", "--body-only", "/p/echo/put")
     answer = json.loads(done.stdout)
-    assert (answer["method"], answer["body"]) == ("PUT", "a=b&c=d")
+    assert (answer["method"], answer["body"], answer["x_test"]) == ("PUT", "a=b&c=d", "yes")
 
 
 def test_data_from_standard_input_defaults_to_post(server):

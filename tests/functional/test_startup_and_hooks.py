@@ -38,7 +38,7 @@ def test_unknown_option_is_one_line_and_exit_status_2(tmp_path):
     assert result.stderr.count("\n") == 1 and "--maxchilden" in result.stderr
 
 
-def test_user_hooks_run_after_the_builtin_ones_settings_before_command_line(start_server):
+def test_settings_hooks_run_before_command_line_hooks_in_parent_and_children(start_server):
     server = start_server(
         "--maxchildren", "2", "--before-fork", f"{HOOKS}.before_b",
         "--after-fork", f"{HOOKS}.after_b",

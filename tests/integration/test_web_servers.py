@@ -183,6 +183,17 @@ def fronts(tmp_path_factory):
 FRONTS = ["nginx-keep-conn", "nginx", "lighttpd", "lighttpd-unfixed-root"]
 
 
+@pytest.fixture(autouse=True)
+def no_protocol_problem_logged(fronts):
+    """After each test: neither server logged malformed input or an internal error."""
+    servers = {id(server): server for _, server in (fronts[name] for name in FRONTS)}
+    seen = {key: len(server.log()) for key, server in servers.items()}
+    yield
+    for key, server in servers.items():
+        new = server.log()[seen[key]:]
+        assert "malformed" not in new and "internal error" not in new, new
+
+
 def fetch(port: int, method: str, path: str, body=None, headers=None,
          connection: http.client.HTTPConnection | None = None):
     conn = connection or http.client.HTTPConnection("127.0.0.1", port, timeout=30)
@@ -263,9 +274,3 @@ def test_safefcgi_request_against_the_same_server(fronts):
          "--body-only", "/p/echo/cli?x=2"], capture_output=True, timeout=30)
     assert completed.returncode == 0, completed.stderr
     assert json.loads(completed.stdout)["query"] == {"x": "2"}
-
-
-def test_no_server_logged_a_protocol_problem(fronts):
-    for name in FRONTS:
-        log = fronts[name][1].log()
-        assert "malformed" not in log and "internal error" not in log, log

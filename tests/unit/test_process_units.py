@@ -11,7 +11,6 @@ from safefcgi import systemd
 from safefcgi.cli import parse_run_arguments
 from safefcgi.errors import ConfigError
 from safefcgi.master import PoolLimits, request_limit
-from safefcgi.peers import PeerFilter, parse_networks, peer_filter
 from safefcgi.reload import Handover, take_handover
 
 # -- pool limits and request budgets ---------------------------------------------------------
@@ -101,40 +100,6 @@ def test_file_descriptors_travel_with_a_reopen_message(tmp_path):
     os.write(message.fds[0], b"through the passed fd\n")
     os.close(message.fds[0])
     assert log.read_text() == "through the passed fd\n"
-
-
-# -- peers -------------------------------------------------------------------------------------
-
-
-def test_peers_match_addresses_and_networks_of_both_families():
-    peers = PeerFilter(parse_networks(["127.0.0.1", "10.0.0.0/8", "2001:db8::/32"]), "test")
-    assert peers.allows(("127.0.0.1", 40000))
-    assert peers.allows(("10.20.30.40", 1))
-    assert peers.allows(("2001:db8::5", 1, 0, 0))
-    assert not peers.allows(("127.0.0.2", 1))
-    assert not peers.allows(("::1", 1, 0, 0))
-
-
-def test_an_ipv4_client_of_a_dual_stack_listener_is_matched_as_ipv4():
-    peers = PeerFilter(parse_networks(["192.0.2.0/24"]), "test")
-    assert peers.allows(("::ffff:192.0.2.9", 1, 0, 0))
-
-
-def test_a_peer_without_an_ip_address_is_refused():
-    peers = PeerFilter(parse_networks(["127.0.0.1"]), "test")
-    assert not peers.allows("")
-    assert not peers.allows(("not an address", 1))
-
-
-def test_the_option_wins_over_fcgi_web_server_addrs():
-    env = {"FCGI_WEB_SERVER_ADDRS": "192.0.2.1"}
-    assert peer_filter(("10.0.0.1",), True, env).source == "--allowed-clients"
-    assert peer_filter(None, True, env).source == "FCGI_WEB_SERVER_ADDRS"
-
-
-def test_fcgi_web_server_addrs_does_not_apply_to_a_unix_socket():
-    assert peer_filter(None, False, {"FCGI_WEB_SERVER_ADDRS": "192.0.2.1"}) is None
-    assert peer_filter(None, True, {}) is None
 
 
 # -- options ------------------------------------------------------------------------------------

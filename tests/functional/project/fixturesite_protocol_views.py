@@ -32,6 +32,7 @@ def echo(request, rest):
         "method": request.method, "scheme": request.scheme, "pid": os.getpid(),
         "body": request.body.decode("utf-8", "replace") if request.method != "GET" else "",
         "connection_requests": meta.get("safefcgi.connection_requests"),
+        "x_test": meta.get("HTTP_X_TEST"),
     })
 
 
