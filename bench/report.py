@@ -130,52 +130,55 @@ def _ordered(mapping: dict, order: tuple[str, ...]) -> list[str]:
     return [k for k in order if k in mapping] + sorted(k for k in mapping if k not in order)
 
 
+def markdown_table(headers: list[str], aligns: str, rows: list[list]) -> str:
+    """A Markdown table; ``aligns`` has one letter per column: l(eft) or r(ight)."""
+    rule = "".join("---|" if a == "l" else "--:|" for a in aligns)
+    lines = ["| " + " | ".join(headers) + " |", "|" + rule]
+    lines += ["| " + " | ".join(str(cell) for cell in row) + " |" for row in rows]
+    return "\n".join(lines)
+
+
 def table(results: dict) -> str:
     """The main table, as Markdown."""
     summary = results.get("summary", {})
-    lines = ["| view | server | req/s (median) | spread | p50 ms | p99 ms | CPU µs/req "
-             "| × flup6 | × uWSGI | errors | disturbed |",
-             "|---|---|--:|--:|--:|--:|--:|--:|--:|--:|--:|"]
+    rows = []
     for view in _ordered(summary, VIEW_ORDER):
-        rows = summary[view]
-        for name in _ordered(rows, CONTENDER_ORDER):
-            row = rows[name]
-            lines.append(
-                f"| {view} | {name} | {_fmt(row['rps_median'])} "
-                f"| ±{_fmt(row['spread_pct'], '{:.0f}')}% "
-                f"| {_fmt(row['p50_us'] / 1000, '{:.2f}')} "
-                f"| {_fmt(row['p99_us'] / 1000, '{:.2f}')} "
-                f"| {_fmt(row['cpu_us_per_request'])} | {_fmt(row['x_flup6'], '{:.2f}')} "
-                f"| {_fmt(row['x_uwsgi'], '{:.2f}')} | {row['errors']} "
-                f"| {row['disturbed_rounds']}/{row['rounds']} |")
-    return "\n".join(lines)
+        for name, row in ((n, summary[view][n]) for n in _ordered(summary[view],
+                                                                  CONTENDER_ORDER)):
+            rows.append([
+                view, name, _fmt(row["rps_median"]), f"±{_fmt(row['spread_pct'])}%",
+                _fmt(row["p50_us"] / 1000, "{:.2f}"), _fmt(row["p99_us"] / 1000, "{:.2f}"),
+                _fmt(row["cpu_us_per_request"]), _fmt(row["x_flup6"], "{:.2f}"),
+                _fmt(row["x_uwsgi"], "{:.2f}"), row["errors"],
+                f"{row['disturbed_rounds']}/{row['rounds']}"])
+    return markdown_table(["view", "server", "req/s (median)", "spread", "p50 ms", "p99 ms",
+                           "CPU µs/req", "× flup6", "× uWSGI", "errors", "disturbed"],
+                          "llrrrrrrrrr", rows)
 
 
 def memory_table(results: dict) -> str:
     memory = results.get("memory")
     if not memory:
         return ""
-    lines = ["| server | workers | requests served | USS per worker MiB | PSS per worker MiB "
-             "| tree PSS MiB | tree USS MiB |", "|---|--:|--:|--:|--:|--:|--:|"]
-    for name in _ordered(memory, CONTENDER_ORDER):
-        row = memory[name]
-        lines.append(f"| {name} | {row['workers']} | {row['requests_served']} "
-                     f"| {row['worker_uss_kib_mean'] / 1024:.1f} "
-                     f"| {row['worker_pss_kib_mean'] / 1024:.1f} "
-                     f"| {row['tree_pss_kib'] / 1024:.1f} | {row['tree_uss_kib'] / 1024:.1f} |")
-    return "\n".join(lines)
+    rows = [[name, row["workers"], row["requests_served"],
+             f"{row['worker_uss_kib_mean'] / 1024:.1f}",
+             f"{row['worker_pss_kib_mean'] / 1024:.1f}",
+             f"{row['tree_pss_kib'] / 1024:.1f}", f"{row['tree_uss_kib'] / 1024:.1f}"]
+            for name, row in ((n, memory[n]) for n in _ordered(memory, CONTENDER_ORDER))]
+    return markdown_table(["server", "workers", "requests served", "USS per worker MiB",
+                           "PSS per worker MiB", "tree PSS MiB", "tree USS MiB"],
+                          "lrrrrrr", rows)
 
 
 def upload_table(results: dict) -> str:
     upload = results.get("upload_100mb")
     if not upload:
         return ""
-    lines = ["| server | peak RSS growth MiB (100 MiB upload) | response |", "|---|--:|---|"]
-    for name in _ordered(upload, CONTENDER_ORDER):
-        row = upload[name]
-        lines.append(f"| {name} | {row['peak_rss_growth_kib'] / 1024:.1f} "
-                     f"| {'correct' if row['correct'] else 'WRONG ' + row['response']} |")
-    return "\n".join(lines)
+    rows = [[name, f"{row['peak_rss_growth_kib'] / 1024:.1f}",
+             "correct" if row["correct"] else "WRONG " + row["response"]]
+            for name, row in ((n, upload[n]) for n in _ordered(upload, CONTENDER_ORDER))]
+    return markdown_table(["server", "peak RSS growth MiB (100 MiB upload)", "response"],
+                          "lrl", rows)
 
 
 def scale_table(runs: list[dict] | None, key: str, title: str) -> str:
@@ -184,26 +187,22 @@ def scale_table(runs: list[dict] | None, key: str, title: str) -> str:
     levels = sorted({r[key] for r in runs})
     names = _ordered({r["contender"]: 1 for r in runs}, CONTENDER_ORDER)
     cell = {(r["contender"], r[key]): r for r in runs}
-    lines = [f"| {title} | " + " | ".join(str(level) for level in levels) + " |",
-             "|---|" + "--:|" * len(levels)]
-    for name in names:
-        cells = []
-        for level in levels:
-            run = cell.get((name, level))
-            cells.append("-" if run is None else
-                         f"{run['rps']:.0f} / {run['p99_us'] / 1000:.1f}"
-                         + (f" ({run['errors']} err)" if run["errors"] else ""))
-        lines.append(f"| {name} | " + " | ".join(cells) + " |")
-    return "\n".join(lines)
+
+    def measured(run: dict | None) -> str:
+        if run is None:
+            return "-"
+        errors = f" ({run['errors']} err)" if run["errors"] else ""
+        return f"{run['rps']:.0f} / {run['p99_us'] / 1000:.1f}{errors}"
+
+    rows = [[name, *(measured(cell.get((name, level))) for level in levels)] for name in names]
+    return markdown_table([title, *map(str, levels)], "l" + "r" * len(levels), rows)
 
 
 def targets_table(results: dict) -> str:
-    lines = ["| target | goal | measured | |", "|---|---|--:|---|"]
-    for row in results.get("targets", []):
-        verdict = {True: "met", False: "**missed**", None: "not measured"}[row["met"]]
-        lines.append(f"| {row['target']} | {row['goal']} | {_fmt(row['measured'], '{}')} "
-                     f"| {verdict} |")
-    return "\n".join(lines)
+    verdicts = {True: "met", False: "**missed**", None: "not measured"}
+    rows = [[row["target"], row["goal"], _fmt(row["measured"], "{}"), verdicts[row["met"]]]
+            for row in results.get("targets", [])]
+    return markdown_table(["target", "goal", "measured", ""], "llrl", rows)
 
 
 def machine_line(results: dict) -> str:

@@ -23,6 +23,7 @@ from tests.integration.harness import (
     Process,
     clean_environment,
     free_port,
+    http_get,
     tail,
     wait_until,
 )
@@ -234,7 +235,7 @@ class Nginx:
         if contender.process is not None and not contender.process.is_running():
             raise RuntimeError(f"{contender.name} exited:\n{tail(contender.process.log_path)}")
         try:
-            status, _ = http_get(contender.port, "/bench/hello")
+            status, _ = http_get(contender.url, "/bench/hello", timeout=10)
         except OSError:
             return False
         return status == 200
@@ -243,16 +244,6 @@ class Nginx:
         if self.process is not None:
             self.process.stop()
             self.process = None
-
-
-def http_get(port: int, path: str, timeout: float = 10.0) -> tuple[int, bytes]:
-    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=timeout)
-    try:
-        conn.request("GET", path)
-        response = conn.getresponse()
-        return response.status, response.read()
-    finally:
-        conn.close()
 
 
 def upload(port: int, path: str, size: int, chunk: bytes, timeout: float = 120.0
