@@ -225,7 +225,8 @@ class ResponseWriter:
     def _send(self, data: bytes, final: bool) -> None:
         if self._head is None:
             raise AssertionError("response body before start_response()")
-        if not isinstance(data, bytes | bytearray | memoryview):
+        # Tuples, not X | Y: a union is built anew on every call, and this runs per block.
+        if not isinstance(data, (bytes, bytearray, memoryview)):
             raise TypeError(f"response body must be bytes, not {type(data).__name__}")
         if not self.headers_sent:
             data = self._head + data
@@ -258,7 +259,7 @@ def is_buffered(result: Iterable[bytes]) -> bool:
     before the next is asked for (PEP 3333), so anything unknown counts as
     streaming.
     """
-    return isinstance(result, list | tuple) or getattr(result, "streaming", True) is False
+    return isinstance(result, (list, tuple)) or getattr(result, "streaming", True) is False
 
 
 def run_application(application: WSGIApp, environ: dict[str, Any],
