@@ -12,6 +12,7 @@ import time
 import pytest
 
 from .conftest import PROJECT
+from .helpers import free_tcp_port
 
 
 def check(tmp_path, *args, env=None):
@@ -78,9 +79,7 @@ def test_a_missing_settings_module_is_one_error_line(tmp_path):
 
 def test_a_cache_client_connected_at_import_is_found(tmp_path):
     """Django's PyMemcacheCache against a real memcached, queried while urls.py imports."""
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
+    port = free_tcp_port()
     memcached = subprocess.Popen(["memcached", "-l", "127.0.0.1", "-p", str(port), "-U", "0",
                                   "-u", "nobody"], start_new_session=True)
     try:

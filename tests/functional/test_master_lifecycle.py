@@ -9,6 +9,7 @@ import time
 import pytest
 
 from .conftest import wait_for
+from .helpers import free_tcp_port
 
 
 def test_sigterm_exits_while_all_children_idle(start_server):
@@ -107,9 +108,7 @@ def test_runfcgi_spelling_starts_the_same_server(start_server, tmp_path):
 
 
 def test_tcp_host_and_port(start_server):
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
+    port = free_tcp_port()
     server = start_server("--host", "127.0.0.1", "--port", str(port), wait=False)
     server.socket = ("127.0.0.1", port)
     server.wait_until_serving()

@@ -9,7 +9,7 @@ import subprocess
 from safefcgi import titles
 
 from .conftest import wait_for
-from .test_process_signals import in_thread, sleeping_child
+from .helpers import in_thread, sleeping_child
 
 CLF = re.compile(r'^127\.0\.0\.1 - - \[\d\d/\w{3}/\d{4}:\d\d:\d\d:\d\d [+-]\d{4}\] '
                  r'"(?P<request>[^"]*)" (?P<status>\d{3}) (?P<size>\d+|-) (?P<micros>\d+)$')

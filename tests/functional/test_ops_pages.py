@@ -4,14 +4,13 @@ import json
 import os
 import select
 import signal
-import socket
 import subprocess
 import sys
 import time
 from concurrent.futures import ThreadPoolExecutor
 
 from .conftest import wait_for
-from .test_process_signals import in_thread, read_response, send_request, sleeping_child
+from .helpers import free_tcp_port, in_thread, read_response, send_request, sleeping_child
 
 STATUS = "/fcgi-status"
 
@@ -198,9 +197,7 @@ def test_status_command_prints_the_page(start_server):
 
 
 def test_status_command_over_tcp_with_another_path(start_server):
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
+    port = free_tcp_port()
     start_server("--host", "127.0.0.1", "--port", str(port), "--status-path", "/_st",
                  wait=False)
     assert wait_for(lambda: status_command("--host", "127.0.0.1", "--port", str(port),

@@ -4,7 +4,6 @@ import grp
 import os
 import pwd
 import signal
-import socket
 import stat
 import subprocess
 import sys
@@ -14,6 +13,7 @@ import pytest
 from safefcgi import client
 
 from .conftest import PROJECT, wait_for
+from .helpers import free_tcp_port
 
 needs_root = pytest.mark.skipif(os.geteuid() != 0,
                                 reason="switching users needs the tests to run as root")
@@ -35,12 +35,6 @@ def uids_of(pid: int) -> tuple[int, int]:
             name, _, value = line.partition(":")
             fields[name] = value.split()
     return int(fields["Uid"][0]), int(fields["Gid"][0])
-
-
-def free_tcp_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
 
 
 @needs_root
