@@ -11,10 +11,10 @@ import os
 import sys
 from collections.abc import Sequence
 
-from . import __version__
-from .config import OPTIONS, OPTIONS_BY_NAME, ServerConfig, build_config
-from .errors import EXIT_USAGE, ConfigError, SafeFCGIError
-from .logs import configure_logging
+from safefcgi import __version__
+from safefcgi.config import OPTIONS, OPTIONS_BY_NAME, ServerConfig, build_config
+from safefcgi.errors import EXIT_USAGE, ConfigError, SafeFCGIError
+from safefcgi.logs import configure_logging
 
 log = logging.getLogger("safefcgi.cli")
 
@@ -128,7 +128,7 @@ def add_status_parser(commands) -> None:
 
 
 def status_command(namespace: argparse.Namespace) -> int:
-    from .status import run_status_command
+    from safefcgi.ops.status import run_status_command
 
     _require_host_with_port(namespace)
     return run_status_command(namespace)
@@ -224,7 +224,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"safefcgi: error: {exc}", file=sys.stderr)
         return EXIT_USAGE
     configure_logging(level=config.log_level, log_format=config.log_format)
-    from .server import serve  # imported late: option errors must not need Django
+    from safefcgi.server import serve  # imported late: option errors must not need Django
 
     try:
         return serve(config)
@@ -237,8 +237,8 @@ def run_check(namespace: argparse.Namespace) -> int:
     """``safefcgi check``: report what a fork would hand to children."""
     import json
 
-    from .doctor import check_project, print_report
-    from .server import extend_sys_path
+    from safefcgi.forksafety.doctor import check_project, print_report
+    from safefcgi.server import extend_sys_path
 
     settings_module = namespace.settings_module or os.environ.get("DJANGO_SETTINGS_MODULE")
     if not settings_module:
@@ -259,7 +259,7 @@ def run_check(namespace: argparse.Namespace) -> int:
 
 def request_command(argv: Sequence[str]) -> int:
     """Run ``safefcgi request``; its words are not runfcgi words (``-d a=b`` is data)."""
-    from .client import run_request_command
+    from safefcgi.fastcgi.client import run_request_command
 
     try:
         namespace = make_parser().parse_args(argv)

@@ -12,9 +12,9 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-from .errors import ConfigError
-from .peers import parse_networks
-from .privileges import resolve_identity, resolve_owner
+from safefcgi.errors import ConfigError
+from safefcgi.process.peers import parse_networks
+from safefcgi.process.privileges import resolve_identity, resolve_owner
 
 Method = Literal["prefork", "threaded"]
 

@@ -12,19 +12,27 @@ import os
 import signal
 import sys
 
-from . import django_lifecycle, logs, systemd
-from .config import ServerConfig
-from .errors import EXIT_OK, SafeFCGIError
-from .hooks import ForkHooks, Hook, load_hooks
-from .master import InheritedChild, PreforkMaster
-from .ops import NoPool, Operability
-from .peers import PeerFilter, peer_filter
-from .privileges import children_identity, drop_privileges, resolve_owner
-from .process import change_directory, check_pidfile, daemonize, pidfile, redirect_output
-from .protocol import FastCGIApplication, Limits
-from .reload import Handover, Reloader, is_probe, take_handover
-from .sockets import Listener, adopt_fd, open_listener, set_socket_access
-from .threaded import ThreadedFastCGIServer
+from safefcgi import logs
+from safefcgi.config import ServerConfig
+from safefcgi.errors import EXIT_OK, SafeFCGIError
+from safefcgi.fastcgi.protocol import FastCGIApplication, Limits
+from safefcgi.forksafety import lifecycle
+from safefcgi.forksafety.hooks import ForkHooks, Hook, load_hooks
+from safefcgi.ops.operability import NoPool, Operability
+from safefcgi.process import systemd
+from safefcgi.process.daemon import (
+    change_directory,
+    check_pidfile,
+    daemonize,
+    pidfile,
+    redirect_output,
+)
+from safefcgi.process.master import InheritedChild, PreforkMaster
+from safefcgi.process.peers import PeerFilter, peer_filter
+from safefcgi.process.privileges import children_identity, drop_privileges, resolve_owner
+from safefcgi.process.reload import Handover, Reloader, is_probe, take_handover
+from safefcgi.process.sockets import Listener, adopt_fd, open_listener, set_socket_access
+from safefcgi.process.threaded import ThreadedFastCGIServer
 
 log = logging.getLogger("safefcgi.server")
 
@@ -42,7 +50,7 @@ def serve(config: ServerConfig) -> int:
     launch_dir = handover.launch_dir if handover else os.getcwd()
     extend_sys_path(config.pythonpath)
     identity = children_identity(config.user, config.group, config.allow_root)
-    application = django_lifecycle.load_application(config.settings_module)
+    application = lifecycle.load_application(config.settings_module)
     hooks = build_fork_hooks(config, application) if config.method == "prefork" else None
     if is_probe():
         log.info("reload probe: the new code of %s loads", config.settings_module)
@@ -131,11 +139,11 @@ def extend_sys_path(directories: tuple[str, ...]) -> None:
 
 def build_fork_hooks(config: ServerConfig, application: object) -> ForkHooks:
     """Built-in Django hooks first, then the settings' lists, then the command line's."""
-    safety = django_lifecycle.DjangoForkSafety(application)
-    before = [Hook("safefcgi.django_lifecycle.before_fork", safety.before_fork)]
-    after = [Hook("safefcgi.django_lifecycle.after_fork", safety.after_fork)]
-    before += load_hooks(django_lifecycle.settings_hook_paths("SAFEFCGI_BEFORE_FORK"))
-    after += load_hooks(django_lifecycle.settings_hook_paths("SAFEFCGI_AFTER_FORK"))
+    safety = lifecycle.DjangoForkSafety(application)
+    before = [Hook("safefcgi.forksafety.lifecycle.before_fork", safety.before_fork)]
+    after = [Hook("safefcgi.forksafety.lifecycle.after_fork", safety.after_fork)]
+    before += load_hooks(lifecycle.settings_hook_paths("SAFEFCGI_BEFORE_FORK"))
+    after += load_hooks(lifecycle.settings_hook_paths("SAFEFCGI_AFTER_FORK"))
     before += load_hooks(config.before_fork)
     after += load_hooks(config.after_fork)
     return ForkHooks(before_fork=before, after_fork=after)

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from safefcgi import client
+from safefcgi.fastcgi import client
 
 PROJECT = Path(__file__).parent / "project"
 START_TIMEOUT = 15.0

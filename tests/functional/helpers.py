@@ -5,7 +5,7 @@ import socket
 import struct
 import threading
 
-from safefcgi import client
+from safefcgi.fastcgi import client
 
 from .conftest import wait_for
 

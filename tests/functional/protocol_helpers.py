@@ -10,8 +10,8 @@ import sys
 import time
 from pathlib import Path
 
-from safefcgi import client
-from safefcgi.records import Record, RecordReader
+from safefcgi.fastcgi import client
+from safefcgi.fastcgi.records import Record, RecordReader
 
 from .conftest import PROJECT, RunningServer
 

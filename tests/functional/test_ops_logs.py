@@ -6,7 +6,7 @@ import re
 import signal
 import subprocess
 
-from safefcgi import titles
+from safefcgi.process import titles
 
 from .conftest import wait_for
 from .helpers import in_thread, sleeping_child
@@ -30,7 +30,7 @@ def test_slow_log_holds_the_stack_of_a_sleeping_view(start_server, tmp_path):
     assert re.match(rf"\S+ \S+ \S+ pid {pid} slow request: GET /sleep\?seconds=1\.5 "
                     r"running for 0\.[5-9]\d* s \(--slowlog-timeout 0\.5 s\)\n", text), text
     assert re.search(r'fixturesite_urls\.py", line \d+, in sleep\n\s+time\.sleep', text)
-    assert "safefcgi/protocol.py" not in text  # the server's own frames are left out
+    assert "safefcgi/fastcgi/protocol.py" not in text  # the server's own frames are left out
     assert text.count("slow request:") == 1
     page = json.loads(server.get("/fcgi-status?json").body)
     assert page["slow_requests"] == 1
@@ -133,7 +133,7 @@ def test_log_level_warning_hides_info_lines(start_server):
 
 def bad_input(server) -> None:
     """Something a child logs a warning about: a record of an impossible version."""
-    from safefcgi import client
+    from safefcgi.fastcgi import client
 
     with client.connect(server.socket, timeout=5) as sock:
         sock.sendall(b"\x07" + b"\x00" * 15)

@@ -3,7 +3,7 @@
 import threading
 import time
 
-from safefcgi import client
+from safefcgi.fastcgi import client
 
 PROBE = '''
 import gc, os

@@ -10,7 +10,7 @@ import sys
 
 import pytest
 
-from safefcgi import client
+from safefcgi.fastcgi import client
 
 from .conftest import PROJECT, wait_for
 from .helpers import free_tcp_port

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from safefcgi import client
+from safefcgi.fastcgi import client
 
 from .conftest import wait_for
 from .helpers import in_thread, read_response, send_request, sleeping_child

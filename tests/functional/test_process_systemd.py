@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from safefcgi import client
+from safefcgi.fastcgi import client
 
 from .conftest import PROJECT, root_permission, wait_for
 

@@ -8,8 +8,8 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from safefcgi import client
-from safefcgi.records import HEADER, RecordType
+from safefcgi.fastcgi import client
+from safefcgi.fastcgi.records import HEADER, RecordType
 
 from .protocol_helpers import LogWatch, begin, kinds, read_until_closed, start, whole_request
 

@@ -9,7 +9,7 @@ import pytest
 from safefcgi.cli import parse_command_line
 from safefcgi.config import ServerConfig
 from safefcgi.errors import ConfigError
-from safefcgi.protocol import Limits
+from safefcgi.fastcgi.protocol import Limits
 
 from .protocol_helpers import start
 

@@ -5,8 +5,8 @@ import struct
 
 import pytest
 
-from safefcgi import client
-from safefcgi.records import HEADER, RecordType, parse_end_request
+from safefcgi.fastcgi import client
+from safefcgi.fastcgi.records import HEADER, RecordType, parse_end_request
 
 from .protocol_helpers import (
     AGAINST_FLUP,

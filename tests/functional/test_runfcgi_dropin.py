@@ -9,7 +9,7 @@ import sys
 
 import pytest
 
-from safefcgi import client
+from safefcgi.fastcgi import client
 
 from .conftest import PROJECT, root_permission, wait_for
 

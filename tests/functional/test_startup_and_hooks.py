@@ -6,7 +6,7 @@ import subprocess
 import sys
 import time
 
-from safefcgi import client
+from safefcgi.fastcgi import client
 
 from .conftest import PROJECT, root_permission, wait_for
 

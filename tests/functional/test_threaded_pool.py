@@ -10,7 +10,7 @@ import threading
 
 import pytest
 
-from safefcgi import client
+from safefcgi.fastcgi import client
 
 from .conftest import wait_for
 

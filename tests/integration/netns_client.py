@@ -25,7 +25,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
-from safefcgi import client as fastcgi  # noqa: E402
+from safefcgi.fastcgi import client as fastcgi  # noqa: E402
 from tests.integration.load import Account, run_load  # noqa: E402
 
 

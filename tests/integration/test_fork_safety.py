@@ -57,7 +57,7 @@ import os, django
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "mysite.settings")
 django.setup()
 from django.db import connection
-from safefcgi.django_lifecycle import DjangoForkSafety
+from safefcgi.forksafety.lifecycle import DjangoForkSafety
 import psycopg2
 connection.ensure_connection()
 backend = connection.connection.get_backend_pid()

@@ -2,7 +2,7 @@
 
 import struct
 
-from safefcgi.scoreboard import CONNECTED, IDLE, SERVING, TARGET_LIMIT, Scoreboard
+from safefcgi.process.scoreboard import CONNECTED, IDLE, SERVING, TARGET_LIMIT, Scoreboard
 
 
 def test_a_new_board_reads_idle_with_nothing_served():

@@ -6,12 +6,12 @@ import socket
 
 import pytest
 
-from safefcgi import channel as ch
-from safefcgi import systemd
 from safefcgi.cli import parse_run_arguments
 from safefcgi.errors import ConfigError
-from safefcgi.master import PoolLimits, request_limit
-from safefcgi.reload import Handover, take_handover
+from safefcgi.process import channel as ch
+from safefcgi.process import systemd
+from safefcgi.process.master import PoolLimits, request_limit
+from safefcgi.process.reload import Handover, take_handover
 
 # -- pool limits and request budgets ---------------------------------------------------------
 

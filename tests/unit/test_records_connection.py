@@ -8,15 +8,15 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from safefcgi import client
-from safefcgi.protocol import (
+from safefcgi.fastcgi import client
+from safefcgi.fastcgi.protocol import (
     NODELAY_INHERITED,
     FastCGIApplication,
     Limits,
     prepare_listener,
     serve_connection,
 )
-from safefcgi.records import ProtocolError, RecordReader, RecordType
+from safefcgi.fastcgi.records import ProtocolError, RecordReader, RecordType
 
 
 class CountingSocket(socket.socket):

@@ -20,7 +20,7 @@ import sys
 from collections.abc import Iterator
 from typing import Any
 
-from .errors import AppLoadError
+from safefcgi.errors import AppLoadError
 
 log = logging.getLogger("safefcgi.django")
 

@@ -1,74 +1,19 @@
-"""The access log, and the append-only log files children share with the master.
+"""The access log: one common-log-format line per request, written by the child that served it.
 
-A ``LogFile`` is opened once by the master, before any child is forked and
-before privileges are dropped, so children write to the inherited fd at the
-same fd number. On SIGUSR1 the master reopens the path onto that very fd
-number and passes the new fd to every child, which puts it at the same
-number too: after logrotate moved the file, every process writes to the new
-one. Each entry is one ``os.write`` on an O_APPEND fd, so lines of different
-children never interleave.
+Lines go to a ``LogFile`` (see logs.py) the master opened before the first fork.
 """
 
 from __future__ import annotations
 
 import logging
-import os
 import time
 from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
-from .errors import SafeFCGIError
-from .wsgi import WSGIApp, is_buffered
+from safefcgi.fastcgi.wsgi import WSGIApp, is_buffered
+from safefcgi.logs import LogFile
 
 log = logging.getLogger("safefcgi.accesslog")
-
-
-class LogFile:
-    """An append-only file at a fixed fd number, reopened in place on SIGUSR1."""
-
-    def __init__(self, path: str | None, fallback_fd: int = 2):
-        self.path = os.path.abspath(path) if path is not None else None
-        self.fd = fallback_fd  # without a path: the error log, reopened with it
-
-    @property
-    def own_file(self) -> bool:
-        return self.path is not None
-
-    def open(self) -> None:
-        if self.path is not None:
-            self.fd = _open_append(self.path)
-
-    def reopen(self) -> None:
-        """Open the path again onto our fd number (after a log rotation)."""
-        if self.path is None:
-            return
-        fd = _open_append(self.path)
-        os.dup2(fd, self.fd, inheritable=False)
-        os.close(fd)
-
-    def write(self, data: bytes) -> None:
-        try:
-            os.write(self.fd, data)
-        except OSError as exc:  # a full disk must not fail the request that is logged
-            log.warning("cannot write to %s: %s", self.path or f"fd {self.fd}", exc.strerror)
-
-    def close(self) -> None:
-        if self.path is not None:
-            try:
-                os.close(self.fd)
-            except OSError:
-                pass
-
-
-def _open_append(path: str) -> int:
-    try:
-        # Not inheritable across exec; a fork keeps it (reload re-opens it).
-        return os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_CLOEXEC, 0o640)
-    except OSError as exc:
-        raise SafeFCGIError(f"cannot open log file {path}: {exc.strerror}") from None
-
-
-# -- the access log -----------------------------------------------------------------------
 
 
 def common_log_line(environ: dict[str, Any], status: str | None, size: int, started: float,

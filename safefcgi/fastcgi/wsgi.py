@@ -236,7 +236,7 @@ class ResponseWriter:
 
 
 def encode_head(status: str, headers: list[tuple[str, str]]) -> bytes:
-    """CGI response headers; latin-1 as PEP 3333 says (flup6 used ASCII and crashed)."""
+    """CGI response headers; latin-1 as PEP 3333 says (a valid latin-1 value must not fail)."""
     if not isinstance(status, str) or len(status) < 4 or not status[:3].isdigit() \
             or status[3] != " ":
         raise ValueError(f"invalid WSGI status {status!r}")
@@ -299,7 +299,7 @@ def simple_response(status: str, text: str) -> bytes:
 def traceback_page() -> bytes:
     """A whole HTML 500 response with the current exception (only with --debug).
 
-    Built with ``traceback`` because ``cgitb`` (flup's choice) is gone in 3.13.
+    Built with ``traceback`` because ``cgitb`` is gone in Python 3.13.
     """
     page = (
         "<!DOCTYPE html><html><head><title>500 Internal Server Error</title></head>"

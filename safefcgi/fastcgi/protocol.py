@@ -1,17 +1,6 @@
 """The FastCGI connection handler: serves every request of one web-server connection.
 
-It replaces flup6's (2015) record handling, because on Python 3 flup6
-
-* decoded PARAMS record by record, so a name-value pair split across two
-  records was garbled, and it kept every byte of a request body it had read;
-* never answered FCGI_ABORT_REQUEST or FCGI_GET_VALUES, and died with a
-  NameError on an unknown management record;
-* encoded response headers as ASCII, so a valid latin-1 value crashed the
-  request, and sent a ``cgitb`` page (``cgitb`` is gone in Python 3.13);
-* wrote records of at most 8 KiB, each with three system calls;
-* had no limits and no timeouts: a silent web server held a child forever.
-
-Here a connection is read through one buffer (``records.RecordReader``), a
+A connection is read through one buffer (``records.RecordReader``), a
 request runs as soon as its PARAMS are complete, its body is streamed to the
 application as it reads, and each block of the response leaves in one send
 as records of up to 65535 bytes, the last block together with END_REQUEST.
@@ -30,7 +19,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-from .records import (
+from safefcgi.fastcgi.records import (
     KEEP_CONN,
     MAX_CONTENT,
     NULL_REQUEST_ID,
@@ -49,7 +38,7 @@ from .records import (
     stream_end_and_end_request,
     unknown_type,
 )
-from .wsgi import (
+from safefcgi.fastcgi.wsgi import (
     PLAIN_500,
     RequestBody,
     RequestBodyTooLarge,

@@ -25,10 +25,11 @@ from __future__ import annotations
 import array
 import json
 import logging
-import os
 import socket
 from dataclasses import dataclass, field
 from typing import Any
+
+from safefcgi.process.fds import close_fds
 
 log = logging.getLogger("safefcgi.channel")
 
@@ -104,8 +105,7 @@ def receive(sock: socket.socket, flags: int = 0) -> Message | None:
         data, ancillary = b"", []
     fds = _passed_fds(ancillary)
     if not data:
-        for fd in fds:
-            _close_fd(fd)
+        close_fds(fds)
         raise ChannelClosed
     return decode(data, tuple(fds))
 
@@ -117,9 +117,3 @@ def _passed_fds(ancillary: list[tuple[int, int, bytes]]) -> list[int]:
             fds.frombytes(payload[:len(payload) - len(payload) % FD_SIZE])
     return list(fds)
 
-
-def _close_fd(fd: int) -> None:
-    try:
-        os.close(fd)
-    except OSError:
-        pass

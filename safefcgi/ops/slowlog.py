@@ -25,7 +25,7 @@ import traceback
 from collections.abc import Callable
 from types import FrameType
 
-from .accesslog import LogFile
+from safefcgi.logs import LogFile
 
 SIGNAL = signal.SIGUSR2
 # The handler checks the request it interrupts has itself run this share of

@@ -15,10 +15,11 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-from .accesslog import AccessLog, LogFile
-from .slowlog import SlowLog
-from .status import RENDERERS, STATUS_HEADER, StatusQuery
-from .wsgi import WSGIApp
+from safefcgi.fastcgi.wsgi import WSGIApp
+from safefcgi.logs import LogFile
+from safefcgi.ops.accesslog import AccessLog
+from safefcgi.ops.slowlog import SlowLog
+from safefcgi.ops.status import RENDERERS, STATUS_HEADER, StatusQuery
 
 log = logging.getLogger("safefcgi.ops")
 

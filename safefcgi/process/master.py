@@ -1,10 +1,8 @@
 """The prefork master: keeps a pool of children, and is the one place that forks.
 
 Signal handlers only queue the signal and write to a wake-up fd; the main loop
-dispatches to ``handle_<signal>`` methods. That is what lets an idle master
-stop at once on TERM: flup's master select()ed with no timeout, and since
-PEP 475 that call simply resumes after a signal, so ``systemctl stop``
-waited for the next request.
+dispatches to ``handle_<signal>`` methods, so even an idle master reacts to a
+signal at once.
 
 Signals: TERM/INT graceful stop, QUIT fast stop, HUP reload with fresh code
 (see reload.py), USR1 reopen the log files, TTIN/TTOU one child more/fewer.
@@ -26,24 +24,28 @@ import time
 from collections import deque
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from . import channel as ch
-from . import logs, slowlog, systemd, titles
-from .child import BLOCKED_UNTIL_HANDLED, ChildWorker
-from .config import ServerConfig
-from .errors import CHILD_EXIT_BOOT_FAILED, EXIT_OK, HookError, SafeFCGIError
-from .fds import drain, flush_std_streams
-from .hooks import ForkHooks
-from .ops import Operability
-from .peers import PeerFilter
-from .privileges import Identity, drop_privileges
-from .process import redirect_output
-from .protocol import FastCGIApplication
-from .reload import Reloader
-from .scoreboard import IDLE as BOARD_IDLE
-from .scoreboard import Scoreboard
-from .status import PoolStats, listen_queue, snapshot
+from safefcgi import logs
+from safefcgi.errors import CHILD_EXIT_BOOT_FAILED, EXIT_OK, HookError, SafeFCGIError
+from safefcgi.fastcgi.protocol import FastCGIApplication
+from safefcgi.forksafety.hooks import ForkHooks
+from safefcgi.ops import slowlog
+from safefcgi.ops.operability import Operability
+from safefcgi.ops.status import PoolStats, listen_queue, snapshot
+from safefcgi.process import channel as ch
+from safefcgi.process import systemd, titles
+from safefcgi.process.child import BLOCKED_UNTIL_HANDLED, ChildWorker
+from safefcgi.process.daemon import redirect_output
+from safefcgi.process.fds import drain, flush_std_streams
+from safefcgi.process.peers import PeerFilter
+from safefcgi.process.privileges import Identity, drop_privileges
+from safefcgi.process.reload import Reloader
+from safefcgi.process.scoreboard import IDLE as BOARD_IDLE
+from safefcgi.process.scoreboard import Scoreboard
+
+if TYPE_CHECKING:  # the master gets a built config; it never builds one
+    from safefcgi.config import ServerConfig
 
 log = logging.getLogger("safefcgi.master")
 

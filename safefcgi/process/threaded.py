@@ -6,7 +6,7 @@ GIL per request: for a small application, several times the CPU of serving
 the request itself. Here each idle thread waits on the listener like a prefork
 child (see polling.py), takes a connection and serves it; a connection no
 thread is free for waits in the kernel's listen queue, never accepted and
-then closed unserved (as flup's threaded server did).
+then closed unserved.
 
 The pool follows --minspare/--maxspare/--maxthreads: a thread that takes a
 connection starts another one when fewer than minspare would be left idle
@@ -29,11 +29,22 @@ import threading
 from collections.abc import Callable
 from typing import Any
 
-from .fds import close_fds, drain
-from .peers import PeerFilter
-from .polling import Poller, accept, listener_kind, pause_after_accept_error, take_backlog
-from .protocol import FastCGIApplication, Limits, prepare_listener, serve_connection
-from .wsgi import WSGIApp
+from safefcgi.fastcgi.protocol import (
+    FastCGIApplication,
+    Limits,
+    prepare_listener,
+    serve_connection,
+)
+from safefcgi.fastcgi.wsgi import WSGIApp
+from safefcgi.process.fds import close_fds, drain
+from safefcgi.process.peers import PeerFilter
+from safefcgi.process.polling import (
+    Poller,
+    accept,
+    listener_kind,
+    pause_after_accept_error,
+    take_backlog,
+)
 
 log = logging.getLogger("safefcgi.threaded")
 

@@ -17,7 +17,7 @@ from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from urllib.parse import quote, unquote_to_bytes
 
-from .records import (
+from safefcgi.fastcgi.records import (
     KEEP_CONN,
     MAX_CONTENT,
     ProtocolError,

@@ -10,7 +10,7 @@ import socket
 import stat
 from dataclasses import dataclass
 
-from .errors import SocketError
+from safefcgi.errors import SocketError
 
 log = logging.getLogger("safefcgi.sockets")
 

@@ -8,7 +8,7 @@ import os
 import sys
 from collections.abc import Iterator
 
-from .errors import SafeFCGIError
+from safefcgi.errors import SafeFCGIError
 
 log = logging.getLogger("safefcgi.process")
 

@@ -300,8 +300,8 @@ class StatusQuery:
 
 def run_status_command(args: Any) -> int:
     """``safefcgi status``: fetch the status page over FastCGI and print it."""
-    from .client import request
-    from .records import ProtocolError
+    from safefcgi.fastcgi.client import request
+    from safefcgi.fastcgi.records import ProtocolError
 
     address = args.socket if args.socket else (args.host, args.port)
     where = address if isinstance(address, str) else f"{address[0]}:{address[1]}"

@@ -21,7 +21,7 @@ import socket
 import sys
 from dataclasses import asdict, dataclass, field
 
-from .fds import flush_std_streams
+from safefcgi.process.fds import flush_std_streams
 
 log = logging.getLogger("safefcgi.reload")
 

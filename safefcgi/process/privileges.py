@@ -15,7 +15,7 @@ import os
 import pwd
 from dataclasses import dataclass
 
-from .errors import ConfigError, SafeFCGIError
+from safefcgi.errors import ConfigError, SafeFCGIError
 
 log = logging.getLogger("safefcgi.privileges")
 

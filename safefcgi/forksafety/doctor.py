@@ -138,7 +138,7 @@ def describe_socket(fd: int) -> str:
 
 def check_project(settings_module: str) -> Report:
     """Load the project like ``safefcgi run`` does before forking, then look around."""
-    from .django_lifecycle import load_application
+    from safefcgi.forksafety.lifecycle import load_application
 
     report = Report(settings_module)
     recorder = OpeningRecorder()

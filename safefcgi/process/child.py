@@ -26,17 +26,23 @@ import socket
 import time
 from typing import TYPE_CHECKING, Any
 
-from . import channel as ch
-from . import titles
-from .fds import close_fds, drain
-from .ops import request_path
-from .peers import PeerFilter
-from .polling import Poller, accept, listener_kind, pause_after_accept_error, take_backlog
-from .protocol import FastCGIApplication, prepare_listener, serve_connection
-from .scoreboard import Scoreboard
+from safefcgi.fastcgi.protocol import FastCGIApplication, prepare_listener, serve_connection
+from safefcgi.ops.operability import request_path
+from safefcgi.process import channel as ch
+from safefcgi.process import titles
+from safefcgi.process.fds import close_fds, drain
+from safefcgi.process.peers import PeerFilter
+from safefcgi.process.polling import (
+    Poller,
+    accept,
+    listener_kind,
+    pause_after_accept_error,
+    take_backlog,
+)
+from safefcgi.process.scoreboard import Scoreboard
 
 if TYPE_CHECKING:
-    from .ops import Operability
+    from safefcgi.ops.operability import Operability
 
 log = logging.getLogger("safefcgi.child")
 
