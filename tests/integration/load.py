@@ -100,16 +100,8 @@ class Client:
         self.result = LoadResult()
 
     def log_in(self) -> bool:
-        """Log in with a fresh session; False (and an error recorded) if that failed.
-
-        The connection is closed afterwards: the other clients log in before
-        any starts its run, and the web server may drop a keep-alive
-        connection left idle that long (lighttpd after 5 s).
-        """
-        try:
-            return self._step("login", self.login)
-        finally:
-            self._close()
+        """Log in with a fresh session; False (and an error recorded) if that failed."""
+        return self._step("login", self.login)
 
     def run(self, count: int, deadline: float, stop: threading.Event) -> None:
         """Make up to ``count`` requests cycling through OPERATIONS."""
