@@ -135,6 +135,17 @@ def _choice(*words: str) -> Callable[[str], str]:
     return cast
 
 
+def _wsgi_app(text: str) -> str:
+    """``module:callable`` (or WSGI_APPLICATION's ``module.callable``): checked for shape here."""
+    module, sep, name = str(text).partition(":")
+    if not sep:
+        module, _, name = str(text).rpartition(".")
+    if not (module and name and all(part.isidentifier() for part in module.split("."))
+            and name.isidentifier()):
+        raise ValueError("expected MODULE:CALLABLE such as mysite.wsgi:application")
+    return str(text)
+
+
 def _text(text: str) -> str:
     if not str(text).strip():
         raise ValueError("must not be empty")
@@ -184,6 +195,10 @@ OPTIONS: tuple[Option, ...] = (
     Option("debug", _bool, False,
            "send tracebacks of crashing requests to the client (never in production)",
            flag=True),
+    Option("wsgi_app", _wsgi_app, None,
+           "the WSGI callable to serve, instead of the settings' WSGI_APPLICATION "
+           "(default: that, else Django's handler)", runfcgi=False,
+           metavar="MODULE:CALLABLE"),
     Option("pythonpath", _text, [], "directory prepended to sys.path (repeatable)",
            repeatable=True, runfcgi=False, metavar="DIR"),
     Option("before_fork", _text, [], "dotted path of a callable run in the parent before "
@@ -283,6 +298,7 @@ class ServerConfig:
     outlog: str | None = None
     errlog: str | None = None
     debug: bool = False
+    wsgi_app: str | None = None
     pythonpath: tuple[str, ...] = ()
     before_fork: tuple[str, ...] = ()
     after_fork: tuple[str, ...] = ()

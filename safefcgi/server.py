@@ -50,7 +50,7 @@ def serve(config: ServerConfig) -> int:
     launch_dir = handover.launch_dir if handover else os.getcwd()
     extend_sys_path(config.pythonpath)
     identity = children_identity(config.user, config.group, config.allow_root)
-    application = lifecycle.load_application(config.settings_module)
+    application = lifecycle.load_application(config.settings_module, config.wsgi_app)
     hooks = build_fork_hooks(config, application) if config.method == "prefork" else None
     if is_probe():
         log.info("reload probe: the new code of %s loads", config.settings_module)
