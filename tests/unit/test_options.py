@@ -2,9 +2,10 @@
 
 import pytest
 
-from safefcgi.cli import main, parse_run_arguments, translate_runfcgi_words
+from safefcgi.cli import main, parse_command_line, parse_run_arguments, translate_runfcgi_words
 from safefcgi.config import OPTIONS, ServerConfig
 from safefcgi.errors import EXIT_USAGE, ConfigError
+from safefcgi.fastcgi.protocol import Limits
 
 
 def test_dashed_options_build_a_config():
@@ -106,3 +107,29 @@ def test_unknown_option_exits_2_with_one_line(capsys):
 
 def test_every_option_has_help_text():
     assert all(option.help for option in OPTIONS)
+
+
+def test_protocol_options_and_their_defaults():
+    default = parse_command_line(["run", "site.settings"])
+    assert (default.max_params_bytes, default.max_body_bytes, default.read_timeout,
+            default.script_name) == (1024 ** 2, 1024 ** 3, 30.0, None)
+    limits = Limits()
+    assert (limits.max_params_bytes, limits.max_body_bytes, limits.read_timeout) == \
+        (ServerConfig.max_params_bytes, ServerConfig.max_body_bytes, ServerConfig.read_timeout)
+    given = parse_command_line(["run", "site.settings", "--max-params-bytes", "64k",
+                                "--max-body-bytes", "2G", "--read-timeout", "2.5",
+                                "--script-name", "/app/"])
+    assert (given.max_params_bytes, given.max_body_bytes, given.read_timeout,
+            given.script_name) == (65536, 2 * 1024 ** 3, 2.5, "/app")
+    assert parse_command_line(["run", "site.settings", "--script-name", "/"]).script_name == ""
+
+
+@pytest.mark.parametrize("args, problem", [
+    (["--max-body-bytes", "lots"], "max_body_bytes"),
+    (["--max-params-bytes", "-1"], "max_params_bytes"),
+    (["--read-timeout", "-3"], "read_timeout"),
+    (["--script-name", "app"], "script_name"),
+])
+def test_bad_protocol_option_values_are_named(args, problem):
+    with pytest.raises(ConfigError, match=problem):
+        parse_command_line(["run", "site.settings", *args])
