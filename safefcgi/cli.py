@@ -12,7 +12,15 @@ import sys
 from collections.abc import Sequence
 
 from safefcgi import __version__
-from safefcgi.config import OPTIONS, OPTIONS_BY_NAME, ServerConfig, build_config
+from safefcgi.config import (
+    BOTH_METHODS,
+    OPTIONS,
+    OPTIONS_BY_NAME,
+    Option,
+    ServerConfig,
+    build_config,
+    option_for_key,
+)
 from safefcgi.errors import EXIT_USAGE, ConfigError, SafeFCGIError
 from safefcgi.logs import configure_logging
 
@@ -26,9 +34,8 @@ class _OneLineParser(argparse.ArgumentParser):
         raise ConfigError(message)
 
 
-def _add_option(parser: argparse.ArgumentParser, option) -> None:
-    dashed = "--" + option.name.replace("_", "-")
-    names = [dashed]
+def _add_option(parser: argparse.ArgumentParser, option: Option) -> None:
+    names = [option.dashed]
     if "_" in option.name:
         names.append("--" + option.name)  # --before_fork, as runfcgi users may type
     if option.flag:
@@ -43,13 +50,13 @@ def _add_option(parser: argparse.ArgumentParser, option) -> None:
                             metavar=option.metavar, help=_help(option))
 
 
-def _help(option) -> str:
-    if option.default in (None, [], ()):
-        return option.help
-    default = option.default
-    if isinstance(default, bool):
-        default = "on" if default else "off"
-    return f"{option.help} (default: {default})"
+def _help(option: Option) -> str:
+    text = option.help
+    if option.shown_default:
+        text += f" (default: {option.shown_default})"
+    if option.modes != BOTH_METHODS:
+        text += f" [{'/'.join(option.modes)} only]"
+    return text.replace("%", "%%")
 
 
 def add_server_options(parser: argparse.ArgumentParser, exclude: tuple[str, ...] = ()) -> None:
@@ -171,24 +178,23 @@ def translate_runfcgi_words(args: Sequence[str]) -> list[str]:
             translated.append(word)
             continue
         key, value = word.split("=", 1)
-        key = key.strip().lower()
-        option = OPTIONS_BY_NAME.get(key.replace("-", "_"))
+        option = option_for_key(key)
         if option is None:
-            raise ConfigError(f"unknown option '{key}' (in '{word}')")
+            raise ConfigError(f"unknown option '{key.strip().lower()}' (in '{word}')")
         if option.flag:
-            translated.append(f"--{option.name}" if _flag_value(key, value)
-                              else f"--no-{option.name}")
+            translated.append(option.dashed if _flag_value(option, value)
+                              else "--no-" + option.dashed[2:])
         else:
-            translated.append(f"--{option.name}={value}")
+            translated.append(f"{option.dashed}={value}")
     return translated
 
 
-def _flag_value(key: str, value: str) -> bool:
+def _flag_value(option: Option, value: str) -> bool:
     try:
-        return OPTIONS_BY_NAME[key].cast(value)
+        return option.cast(value)
     except ValueError:
-        raise ConfigError(f"bad value {value!r} for option '{key}': expected true or false") \
-            from None
+        raise ConfigError(f"bad value {value!r} for option '{option.name}': expected true "
+                          "or false") from None
 
 
 def parse_run_arguments(args: Sequence[str]) -> ServerConfig:

@@ -13,9 +13,9 @@ import signal
 import sys
 
 from safefcgi import logs
-from safefcgi.config import ServerConfig
+from safefcgi.config import ServerConfig, protocol_limits
 from safefcgi.errors import EXIT_OK, SafeFCGIError
-from safefcgi.fastcgi.protocol import FastCGIApplication, Limits
+from safefcgi.fastcgi.protocol import FastCGIApplication
 from safefcgi.forksafety import lifecycle
 from safefcgi.forksafety.hooks import ForkHooks, Hook, load_hooks
 from safefcgi.ops.operability import NoPool, Operability
@@ -170,8 +170,3 @@ def serve_threaded(config: ServerConfig, application: object, listener: Listener
                          stop_accepting=listener.stop_accepting)
     log.info("threaded server stopped")
     return EXIT_OK
-
-
-def protocol_limits(config: ServerConfig) -> Limits:
-    return Limits(max_params_bytes=config.max_params_bytes,
-                  max_body_bytes=config.max_body_bytes, read_timeout=config.read_timeout)

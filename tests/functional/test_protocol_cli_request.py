@@ -7,7 +7,7 @@ import sys
 import pytest
 
 from safefcgi.cli import parse_command_line
-from safefcgi.config import ServerConfig
+from safefcgi.config import protocol_limits
 from safefcgi.errors import ConfigError
 from safefcgi.fastcgi.protocol import Limits
 
@@ -75,9 +75,7 @@ def test_protocol_options_and_their_defaults():
     default = parse_command_line(["run", "site.settings"])
     assert (default.max_params_bytes, default.max_body_bytes, default.read_timeout,
             default.script_name) == (1024 ** 2, 1024 ** 3, 30.0, None)
-    limits = Limits()
-    assert (limits.max_params_bytes, limits.max_body_bytes, limits.read_timeout) == \
-        (ServerConfig.max_params_bytes, ServerConfig.max_body_bytes, ServerConfig.read_timeout)
+    assert protocol_limits() == protocol_limits(default) == Limits(1024 ** 2, 1024 ** 3, 30.0)
     given = parse_command_line(["run", "site.settings", "--max-params-bytes", "64k",
                                 "--max-body-bytes", "2G", "--read-timeout", "2.5",
                                 "--script-name", "/app/"])
