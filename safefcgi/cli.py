@@ -14,14 +14,15 @@ from collections.abc import Sequence
 from safefcgi import __version__
 from safefcgi.config import (
     BOTH_METHODS,
+    CONFIG_FILE_OPTIONS,
     OPTIONS,
     OPTIONS_BY_NAME,
     Option,
     ServerConfig,
-    build_config,
     option_for_key,
 )
-from safefcgi.errors import EXIT_USAGE, ConfigError, SafeFCGIError
+from safefcgi.configfile import Resolved, format_effective, resolve
+from safefcgi.errors import EXIT_OK, EXIT_USAGE, ConfigError, SafeFCGIError
 from safefcgi.logs import configure_logging
 
 log = logging.getLogger("safefcgi.cli")
@@ -85,6 +86,7 @@ def make_parser() -> argparse.ArgumentParser:
                      help="dotted path of the settings module, e.g. mysite.settings "
                      "(default: $DJANGO_SETTINGS_MODULE)")
     add_server_options(run)
+    add_config_file_options(run)
     check = commands.add_parser(
         "check",
         help="import a project as the server would and report what children would inherit",
@@ -102,6 +104,18 @@ def make_parser() -> argparse.ArgumentParser:
     add_request_parser(commands)
     add_status_parser(commands)
     return parser
+
+
+def add_config_file_options(run: argparse.ArgumentParser) -> None:
+    """--config FILE, and the two ways of looking at a configuration without serving."""
+    files = run.add_argument_group("configuration file")
+    for option in CONFIG_FILE_OPTIONS:
+        if option.flag:
+            files.add_argument(option.dashed, dest=option.name, action="store_true",
+                               help=_help(option))
+        else:
+            files.add_argument(option.dashed, dest=option.name, metavar=option.metavar,
+                               help=_help(option))
 
 
 def _add_server_address(parser: argparse.ArgumentParser) -> None:
@@ -208,10 +222,14 @@ def parse_command_line(argv: Sequence[str]) -> ServerConfig:
 
 
 def config_from_namespace(namespace: argparse.Namespace) -> ServerConfig:
+    return resolve_namespace(namespace).config
+
+
+def resolve_namespace(namespace: argparse.Namespace) -> Resolved:
+    """The config of ``safefcgi run``: command line over config file over environment."""
     raw = {name: value for name, value in vars(namespace).items()
            if name in OPTIONS_BY_NAME}
-    settings_module = namespace.settings_module or os.environ.get("DJANGO_SETTINGS_MODULE", "")
-    return build_config(settings_module, raw)
+    return resolve(raw, namespace.settings_module, getattr(namespace, "config", None))
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -225,15 +243,21 @@ def main(argv: Sequence[str] | None = None) -> int:
             return run_check(namespace)
         if namespace.command == "status":
             return status_command(namespace)
-        config = config_from_namespace(namespace)
+        resolved = resolve_namespace(namespace)
     except ConfigError as exc:
         print(f"safefcgi: error: {exc}", file=sys.stderr)
         return EXIT_USAGE
+    if namespace.print_config:
+        sys.stdout.write(format_effective(resolved))
+        if not namespace.check_config:
+            return EXIT_OK
+    config = resolved.config
     configure_logging(level=config.log_level, log_format=config.log_format)
-    from safefcgi.server import serve  # imported late: option errors must not need Django
+    # imported late: option errors must not need Django
+    from safefcgi.server import check_startup, serve
 
     try:
-        return serve(config)
+        return check_startup(config) if namespace.check_config else serve(config)
     except SafeFCGIError as exc:
         log.error("%s", exc)
         return exc.exit_code

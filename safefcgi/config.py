@@ -316,6 +316,18 @@ OPTIONS: tuple[Option, ...] = (
 
 OPTIONS_BY_NAME = {option.name: option for option in OPTIONS}
 
+# Options of ``safefcgi run`` about the configuration itself: never part of one (not in
+# ServerConfig, not in a config file, not runfcgi words).
+CONFIG_FILE_OPTIONS: tuple[Option, ...] = (
+    Option("config", _text, None, "read options from this TOML file (keys are option "
+           "names; the command line overrides it)", metavar="FILE", since="0.2.0"),
+    Option("print_config", _bool, False, "print every effective value and where it came "
+           "from, then exit", flag=True, since="0.2.0", shown=""),
+    Option("check_config", _bool, False, "check the options and import the project as the "
+           "server would, without serving; exit status 0 if it would start", flag=True,
+           since="0.2.0", shown=""),
+)
+
 
 def _key(word: str) -> str:
     return word.strip().lower().replace("-", "_")
@@ -327,6 +339,11 @@ KEY_WORDS: dict[str, Option] = {
     **{option.name: option for option in OPTIONS},
     **{_key(option.runfcgi): option for option in OPTIONS if option.runfcgi},
 }
+
+
+def takes_octal(option: Option) -> bool:
+    """True for modes and masks (``022``), which only a string spells unambiguously."""
+    return option.cast is _octal
 
 
 def option_for_key(word: str) -> Option | None:
@@ -347,6 +364,7 @@ class OptionRow:
     modes: tuple[str, ...]  # the methods it applies to
     repeatable: bool
     env: str | None  # environment variable read when the option is not given
+    in_config_file: bool  # False for --config and the options that look at a config
 
 
 def option_reference() -> list[OptionRow]:
@@ -354,8 +372,9 @@ def option_reference() -> list[OptionRow]:
     return [OptionRow(name=option.dashed, metavar=None if option.flag else option.metavar,
                       runfcgi=option.runfcgi, default=option.shown_default,
                       help=option.help, since=option.since, modes=option.modes,
-                      repeatable=option.repeatable, env=option.env)
-            for option in OPTIONS]
+                      repeatable=option.repeatable, env=option.env,
+                      in_config_file=option in OPTIONS)
+            for option in OPTIONS + CONFIG_FILE_OPTIONS]
 
 
 class _ConfigProperties:

@@ -17,6 +17,7 @@ from safefcgi.config import ServerConfig, protocol_limits
 from safefcgi.errors import EXIT_OK, SafeFCGIError
 from safefcgi.fastcgi.protocol import FastCGIApplication
 from safefcgi.forksafety import lifecycle
+from safefcgi.forksafety.doctor import check_project, print_report
 from safefcgi.forksafety.hooks import ForkHooks, Hook, load_hooks
 from safefcgi.ops.operability import NoPool, Operability
 from safefcgi.process import systemd
@@ -85,6 +86,25 @@ def serve(config: ServerConfig) -> int:
     finally:
         ops.close()
         listener.close()
+
+
+def check_startup(config: ServerConfig) -> int:
+    """``--check-config``: what start-up checks before binding, then stop; nothing is served.
+
+    The project is imported as the master imports it (and what that import left open
+    is reported, as ``safefcgi check`` does), the children's user is looked up and the
+    fork hooks are loaded. No socket is bound, no file written, nothing forked.
+    """
+    extend_sys_path(config.pythonpath)
+    children_identity(config.user, config.group, config.allow_root)
+    report = check_project(config.settings_module)
+    if config.method == "prefork":
+        for setting in ("SAFEFCGI_BEFORE_FORK", "SAFEFCGI_AFTER_FORK"):
+            load_hooks(lifecycle.settings_hook_paths(setting))
+        load_hooks(config.before_fork + config.after_fork)
+    print_report(report)
+    log.info("configuration checked: %s imports and would be served", config.settings_module)
+    return EXIT_OK
 
 
 def ignore_master_signals() -> None:

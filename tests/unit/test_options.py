@@ -6,7 +6,6 @@ import re
 from pathlib import Path
 
 import pytest
-import tomllib
 
 from safefcgi.cli import main, make_parser, parse_run_arguments, translate_runfcgi_words
 from safefcgi.config import (
@@ -17,6 +16,7 @@ from safefcgi.config import (
     protocol_limits,
     rst_option_table,
 )
+from safefcgi.configfile import tomllib
 from safefcgi.errors import EXIT_USAGE, ConfigError
 from safefcgi.fastcgi.protocol import Limits
 
@@ -191,13 +191,17 @@ def test_every_option_of_one_method_is_refused_under_the_other():
 
 def test_option_reference_rows_show_defaults_as_users_write_them():
     rows = {row.name: row for row in option_reference()}
-    assert len(rows) == len(OPTIONS)
+    assert list(rows)[:len(OPTIONS)] == [option.dashed for option in OPTIONS]
+    assert list(rows)[len(OPTIONS):] == ["--config", "--print-config", "--check-config"]
+    assert rows["--config"].since == "0.2.0" and not rows["--config"].in_config_file
     assert (rows["--max-body-bytes"].default, rows["--graceful-timeout"].default,
             rows["--daemonize"].default, rows["--socket"].default) == ("1G", "30", "off", "")
     assert rows["--umask"].runfcgi == "umask" and rows["--timeout"].runfcgi is None
     assert rows["--timeout"].modes == ("prefork",) and rows["--after-fork"].repeatable
     assert rows["--allowed-clients"].env == "FCGI_WEB_SERVER_ADDRS"
-    assert all(row.since == "0.1.0" and row.help for row in rows.values())
+    assert all(rows[option.dashed].since == "0.1.0" for option in OPTIONS)
+    assert all(row.help and row.in_config_file == (row.since == "0.1.0")
+               for row in rows.values())
 
 
 def test_help_shows_each_default_once_from_the_table():
