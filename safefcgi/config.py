@@ -365,6 +365,7 @@ class OptionRow:
     repeatable: bool
     env: str | None  # environment variable read when the option is not given
     in_config_file: bool  # False for --config and the options that look at a config
+    runfcgi_default: str | None  # the default under manage.py runfcgi, for runfcgi keys
 
 
 def option_reference() -> list[OptionRow]:
@@ -373,8 +374,18 @@ def option_reference() -> list[OptionRow]:
                       runfcgi=option.runfcgi, default=option.shown_default,
                       help=option.help, since=option.since, modes=option.modes,
                       repeatable=option.repeatable, env=option.env,
-                      in_config_file=option in OPTIONS)
+                      in_config_file=option in OPTIONS,
+                      runfcgi_default=runfcgi_default(option) if option.runfcgi else None)
             for option in OPTIONS + CONFIG_FILE_OPTIONS]
+
+
+def runfcgi_default(option: Option) -> str:
+    """The option's default as ``manage.py runfcgi`` applies it, in runfcgi's words."""
+    if option.name in RUNFCGI_DEFAULTS_SHOWN:
+        return RUNFCGI_DEFAULTS_SHOWN[option.name]
+    if isinstance(option.default, bool):
+        return "true" if option.default else "false"
+    return option.shown_default or "unset"
 
 
 class _ConfigProperties:

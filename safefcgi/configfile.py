@@ -174,7 +174,8 @@ def format_effective(resolved: Resolved, environ: Mapping[str, str] | None = Non
     """Every effective value as TOML, each with its source: a valid config file itself."""
     environ = os.environ if environ is None else environ
     config, sources = resolved.config, resolved.sources
-    lines = [f"{SETTINGS_KEY} = {json.dumps(config.settings_module)}  # {sources[SETTINGS_KEY]}"]
+    settings = json.dumps(config.settings_module, ensure_ascii=False)
+    lines = [f"{SETTINGS_KEY} = {settings}  # {sources[SETTINGS_KEY]}"]
     for option in OPTIONS:
         source = sources[option.name]
         value = getattr(config, option.name)
@@ -195,8 +196,8 @@ def _as_toml(option: Option, value: Any) -> str | None:
     if isinstance(value, bool):
         return "true" if value else "false"
     if option.repeatable:
-        return "[" + ", ".join(json.dumps(item) for item in value) + "]"
+        return "[" + ", ".join(json.dumps(item, ensure_ascii=False) for item in value) + "]"
     shown = option.render(value)
     if isinstance(value, (int, float)) and shown == str(value).removesuffix(".0"):
         return shown  # a plain number; sizes ("1M") and modes ("022") stay strings
-    return json.dumps(shown)
+    return json.dumps(shown, ensure_ascii=False)

@@ -199,6 +199,9 @@ def test_option_reference_rows_show_defaults_as_users_write_them():
     assert rows["--umask"].runfcgi == "umask" and rows["--timeout"].runfcgi is None
     assert rows["--timeout"].modes == ("prefork",) and rows["--after-fork"].repeatable
     assert rows["--allowed-clients"].env == "FCGI_WEB_SERVER_ADDRS"
+    assert (rows["--daemonize"].runfcgi_default, rows["--debug"].runfcgi_default,
+            rows["--socket"].runfcgi_default, rows["--timeout"].runfcgi_default) == (
+        "true when socket/host/port is given, else false", "false", "unset", None)
     assert all(rows[option.dashed].since == "0.1.0" for option in OPTIONS)
     assert all(row.help and row.in_config_file == (row.since == "0.1.0")
                for row in rows.values())

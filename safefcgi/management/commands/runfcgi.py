@@ -17,9 +17,9 @@ from safefcgi.cli import add_server_options, translate_runfcgi_words
 from safefcgi.config import (
     OPTIONS,
     OPTIONS_BY_NAME,
-    RUNFCGI_DEFAULTS_SHOWN,
     apply_runfcgi_defaults,
     build_config,
+    runfcgi_default,
 )
 from safefcgi.errors import ConfigError, SafeFCGIError
 from safefcgi.logs import configure_logging
@@ -38,17 +38,11 @@ def runfcgi_key_table() -> str:
     for option in OPTIONS:
         if option.runfcgi is None:
             continue
-        default = RUNFCGI_DEFAULTS_SHOWN.get(option.name) or _as_runfcgi_word(option)
-        lines.append(f"  {option.runfcgi + '=':<18} {option.help} [default: {default}]")
+        lines.append(f"  {option.runfcgi + '=':<18} {option.help} "
+                     f"[default: {runfcgi_default(option)}]")
     lines.append("safefcgi's own options take the key=value form too "
                  "(graceful_timeout=10, allow-root=true).")
     return "\n".join(lines)
-
-
-def _as_runfcgi_word(option) -> str:
-    if isinstance(option.default, bool):
-        return "true" if option.default else "false"
-    return option.shown_default or "unset"
 
 
 class Command(BaseCommand):
