@@ -10,7 +10,8 @@ import sys
 
 import pytest
 
-from .conftest import PROJECT, root_permission
+from tests.support.paths import PROJECT
+from tests.support.servers import root_permission
 
 WRAPPED = {"FIXTURESITE_WSGI_APPLICATION": "fixturesite_wsgi.application"}
 

@@ -10,16 +10,10 @@ from pathlib import Path
 
 import pytest
 
-from .datastores import MariaDB, Redis
-from .harness import PgBouncer, PostgresCluster, Site, run_django_command
-from .load import Account
-
-PASSWORD = "correct horse battery staple"
-ACCOUNTS = [Account(name, PASSWORD) for name in ("alice", "bob", "carol", "dave")]
-
-# What the production sites that hit the bug had in common: persistent
-# connections, and a query while the project is imported (in the master).
-PRODUCTION_HABITS = {"EXAMPLE_CONN_MAX_AGE": "60", "EXAMPLE_IMPORT_TIME_QUERY": "1"}
+from tests.support.datastores import MariaDB, Redis
+from tests.support.example import PRODUCTION_HABITS, prepare_example_database
+from tests.support.postgres import PgBouncer, PostgresCluster
+from tests.support.webservers import Site
 
 _test_numbers = itertools.count(1)
 
@@ -47,15 +41,6 @@ def postgres(scratch_dir: Path) -> Iterator[PostgresCluster]:
         yield cluster
     finally:
         cluster.stop()
-
-
-def prepare_example_database(env: dict[str, str], log: Path) -> None:
-    """Create the example's tables and the users of ACCOUNTS."""
-    run_django_command(["migrate", "--noinput"], env, log)
-    run_django_command(
-        ["seedusers", *(account.username for account in ACCOUNTS), "--password", PASSWORD],
-        env, log,
-    )
 
 
 @pytest.fixture(scope="session")
@@ -116,7 +101,7 @@ def serve(scratch_dir: Path, request: pytest.FixtureRequest) -> Iterator[Callabl
     """Start a FastCGI server behind lighttpd: ``serve(env, argv_factory, *args)``.
 
     ``argv_factory(socket_path, *args)`` builds the server's command line
-    (see ``stock_flup_argv`` and ``safefcgi_argv``).  Everything started is
+    (see ``tests.support.servers``).  Everything started is
     stopped when the test ends.
     """
     sites: list[Site] = []

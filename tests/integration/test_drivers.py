@@ -17,9 +17,10 @@ from dataclasses import dataclass
 
 import pytest
 
-from .conftest import ACCOUNTS
-from .harness import Site, safefcgi_argv, stock_flup_argv
-from .load import Client, LoadResult, run_load
+from tests.support.example import ACCOUNTS
+from tests.support.load import Client, LoadResult, run_load
+from tests.support.servers import safefcgi_argv, stock_flup_argv
+from tests.support.webservers import Site
 
 pytestmark = pytest.mark.integration
 

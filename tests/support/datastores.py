@@ -1,6 +1,6 @@
 """Throwaway MariaDB and Redis servers for the driver tests, on unix sockets in a temp dir.
 
-Like PostgresCluster in harness.py: the server runs in its own process group
+Like PostgresCluster in postgres.py: the server runs in its own process group
 as a service user when the tests run as root, keeps its data in ``base_dir``
 and is stopped by signalling the group.
 """
@@ -15,7 +15,9 @@ from pathlib import Path
 import MySQLdb
 import redis
 
-from .harness import DATABASE, HarnessError, Process, RunAs, tail, wait_until
+from .postgres import DATABASE
+from .processes import HarnessError, Process, RunAs, tail
+from .waiting import wait_until
 
 # mariadbd refuses to run as root; the Debian package creates this user.
 MARIADB_USER = "mysql"
