@@ -23,16 +23,15 @@ import signal
 import socket
 from typing import TYPE_CHECKING, Any
 
-from safefcgi.fastcgi.protocol import FastCGIApplication, prepare_listener, serve_connection
+from safefcgi.fastcgi.protocol import FastCGIApplication, serve_connection
 from safefcgi.ops.operability import request_path
 from safefcgi.process import channel as ch
-from safefcgi.process import statusquery, titles
+from safefcgi.process import signals, statusquery, titles, worker
 from safefcgi.process.fds import close_fds, drain
 from safefcgi.process.peers import PeerFilter
 from safefcgi.process.polling import (
     Poller,
     accept,
-    listener_kind,
     pause_after_accept_error,
     take_backlog,
 )
@@ -83,10 +82,7 @@ class ChildWorker:
         they are unblocked here, so one that arrived meanwhile acts now.
         Returns the read end of the wake-up pipe the handlers write to.
         """
-        wake_read, wake_write = os.pipe()
-        os.set_blocking(wake_read, False)
-        os.set_blocking(wake_write, False)
-        signal.set_wakeup_fd(wake_write)
+        wake_read, _ = signals.wakeup_pipe()
         signal.signal(signal.SIGTERM, self._on_term)
         # Ctrl-C reaches the whole process group; the master coordinates the stop.
         signal.signal(signal.SIGINT, signal.SIG_IGN)
@@ -111,11 +107,8 @@ class ChildWorker:
         if self._wake_fd < 0:  # the master installs them before the after-fork hooks
             self.install_signal_handlers()
         wake_fd = self._wake_fd
-        self.listener.setblocking(False)
-        prepare_listener(self.listener)
-        self._listener_kind = listener_kind(self.listener)
-        if self.ops:  # operator pages and the access log around the application
-            self.app.application = self.ops.wrap(self.app.application, self)
+        self._listener_kind = worker.prepare_listener(self.listener)
+        worker.add_pages(self.app, self.ops, self)
         self.app.observer = self  # request_started() / request_finished()
         titles.child_idle()
         listener_fd, channel_fd = self.listener.fileno(), self.channel.fileno()
@@ -244,7 +237,7 @@ class ChildWorker:
         return True
 
     def _serve(self, conn: socket.socket, addr: Any) -> None:
-        if self.peers is not None and not self.peers.admit(conn, addr):
+        if not worker.admitted(self.peers, conn, addr):
             return
         self.board.connected()
         # Accepted means served, master or not; a kept-open connection is let go

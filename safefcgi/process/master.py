@@ -204,13 +204,9 @@ class PreforkMaster:
         return self._exit_status
 
     def _setup(self) -> None:
-        self._wake_read, self._wake_write = os.pipe()
-        for fd in (self._wake_read, self._wake_write):
-            os.set_blocking(fd, False)
-            os.set_inheritable(fd, False)
+        self._wake_read, self._wake_write = signals.wakeup_pipe()
         self._selector = selectors.DefaultSelector()
         self._selector.register(self._wake_read, selectors.EVENT_READ, None)
-        signal.set_wakeup_fd(self._wake_write)
         for name in HANDLED_SIGNALS:
             signum = getattr(signal, name)
             self._previous_handlers[signum] = signal.signal(signum, self._queue_signal)
