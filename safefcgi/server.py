@@ -14,10 +14,11 @@ import signal
 import sys
 
 from safefcgi import logs
-from safefcgi.config import ServerConfig
+from safefcgi.config import ServerConfig, protocol_limits
 from safefcgi.errors import EXIT_OK, SafeFCGIError
-from safefcgi.fastcgi.protocol import FastCGIApplication, Limits
+from safefcgi.fastcgi.protocol import FastCGIApplication
 from safefcgi.forksafety import lifecycle
+from safefcgi.forksafety.doctor import check_project, print_report
 from safefcgi.forksafety.hooks import ForkHooks, Hook, load_hooks
 from safefcgi.ops.operability import Operability
 from safefcgi.process import signals, systemd
@@ -110,6 +111,25 @@ def _serve(config: ServerConfig, handover: Handover | None) -> int:
     finally:
         ops.close()
         listener.close()
+
+
+def check_startup(config: ServerConfig) -> int:
+    """``--check-config``: what start-up checks before binding, then stop; nothing is served.
+
+    The project is imported as the master imports it (and what that import left open
+    is reported, as ``safefcgi check`` does), the children's user is looked up and the
+    fork hooks are loaded. No socket is bound, no file written, nothing forked.
+    """
+    extend_sys_path(config.pythonpath)
+    children_identity(config.user, config.group, config.allow_root)
+    report = check_project(config.settings_module)
+    if config.method == "prefork":
+        for setting in ("SAFEFCGI_BEFORE_FORK", "SAFEFCGI_AFTER_FORK"):
+            load_hooks(lifecycle.settings_hook_paths(setting))
+        load_hooks(config.before_fork + config.after_fork)
+    print_report(report)
+    log.info("configuration checked: %s imports and would be served", config.settings_module)
+    return EXIT_OK
 
 
 def abandon_handover(handover: Handover, pidfile_path: str | None) -> None:
@@ -219,7 +239,3 @@ def fastcgi_application(config: ServerConfig, application: object, *, multithrea
                               limits=protocol_limits(config),
                               script_name=config.script_name)
 
-
-def protocol_limits(config: ServerConfig) -> Limits:
-    return Limits(max_params_bytes=config.max_params_bytes,
-                  max_body_bytes=config.max_body_bytes, read_timeout=config.read_timeout)

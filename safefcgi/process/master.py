@@ -154,7 +154,7 @@ class PreforkMaster:
         self.identity = identity
         self.peers = peers
         self.reloader = reloader
-        self.ops = ops or Operability()
+        self.ops = ops or Operability.from_config(config)
         self.pool = PoolPolicy(PoolLimits(config.minspare, config.maxspare, config.maxchildren),
                                timeout=config.timeout, slowlog_timeout=self.ops.slowlog_timeout,
                                maxrequests=config.maxrequests,
