@@ -195,6 +195,10 @@ class Option:
     render: Callable[[Any], str] = _show  # a value as users write it
     env: str | None = None  # environment variable read when the option is not given
 
+    def __post_init__(self) -> None:
+        if isinstance(self.default, list):  # every config shares the default: keep it frozen
+            object.__setattr__(self, "default", tuple(self.default))
+
     @property
     def dashed(self) -> str:
         """``--max-body-bytes``: the spelling of the command line."""
