@@ -13,8 +13,9 @@ import pytest
 from safefcgi import __version__
 from safefcgi.configfile import tomllib
 from safefcgi.fastcgi import client
-
-from .conftest import PROJECT, root_permission, wait_for
+from tests.support.paths import PROJECT
+from tests.support.servers import root_permission
+from tests.support.waiting import wait_until
 
 CONF = Path(__file__).resolve().parents[2] / "conf"
 
@@ -185,7 +186,7 @@ def test_a_site_served_from_its_config_file_with_a_command_line_override(tmp_pat
                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
                                start_new_session=True)
     try:
-        assert wait_for(sock.exists, timeout=20)
+        wait_until(sock.exists, 20, f"the server to create {sock}")
         status = json.loads(client.request(str(sock), "/status?json", timeout=20).body)
         assert status["maxchildren"] == 1  # the command line won over the file
         assert client.request(str(sock), "/pid").status == 200

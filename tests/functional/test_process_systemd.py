@@ -13,8 +13,9 @@ from pathlib import Path
 import pytest
 
 from safefcgi.fastcgi import client
-
-from .conftest import PROJECT, root_permission, wait_for
+from tests.support.paths import PROJECT
+from tests.support.servers import root_permission
+from tests.support.waiting import wait_until
 
 CONF = Path(__file__).resolve().parents[2] / "conf"
 SHIPPED_SAFEFCGI = "/srv/mysite/venv/bin/safefcgi"
@@ -105,7 +106,7 @@ def test_socket_activation_serves_on_the_socket_systemd_passes(tmp_path):
         process = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT,
                                    stdin=subprocess.DEVNULL, start_new_session=True)
     try:
-        assert wait_for(sock_path.exists)
+        wait_until(sock_path.exists, 10, "the activation socket")
         # The first connection makes systemd-socket-activate exec safefcgi (same pid).
         assert client.request(str(sock_path), "/pid", timeout=30).status == 200
         assert "using the socket passed by systemd: fd:3 (unix:" in log_path.read_text()

@@ -7,7 +7,13 @@ from pathlib import Path
 
 import pytest
 
-from safefcgi.cli import main, make_parser, parse_run_arguments, translate_runfcgi_words
+from safefcgi.cli import (
+    main,
+    make_parser,
+    parse_command_line,
+    parse_run_arguments,
+    translate_runfcgi_words,
+)
 from safefcgi.config import (
     OPTIONS,
     OPTIONS_BY_NAME,
@@ -121,6 +127,30 @@ def test_unknown_option_exits_2_with_one_line(capsys):
 
 def test_every_option_has_help_text():
     assert all(option.help for option in OPTIONS)
+
+
+def test_protocol_options_and_their_defaults():
+    default = parse_command_line(["run", "site.settings"])
+    assert (default.max_params_bytes, default.max_body_bytes, default.read_timeout,
+            default.script_name) == (1024 ** 2, 1024 ** 3, 30.0, None)
+    assert protocol_limits() == protocol_limits(default) == Limits(1024 ** 2, 1024 ** 3, 30.0)
+    given = parse_command_line(["run", "site.settings", "--max-params-bytes", "64k",
+                                "--max-body-bytes", "2G", "--read-timeout", "2.5",
+                                "--script-name", "/app/"])
+    assert (given.max_params_bytes, given.max_body_bytes, given.read_timeout,
+            given.script_name) == (65536, 2 * 1024 ** 3, 2.5, "/app")
+    assert parse_command_line(["run", "site.settings", "--script-name", "/"]).script_name == ""
+
+
+@pytest.mark.parametrize("args, problem", [
+    (["--max-body-bytes", "lots"], "max_body_bytes"),
+    (["--max-params-bytes", "-1"], "max_params_bytes"),
+    (["--read-timeout", "-3"], "read_timeout"),
+    (["--script-name", "app"], "script_name"),
+])
+def test_bad_protocol_option_values_are_named(args, problem):
+    with pytest.raises(ConfigError, match=problem):
+        parse_command_line(["run", "site.settings", *args])
 
 
 # -- the option table is the only declaration -----------------------------------------
