@@ -248,12 +248,12 @@ OPTIONS: tuple[Option, ...] = (
     Option("debug", _bool, False,
            "send tracebacks of crashing requests to the client (never in production)",
            flag=True, runfcgi="debug"),
-    Option("pythonpath", _text, (), "directory prepended to sys.path (repeatable)",
+    Option("pythonpath", _text, (), "directory prepended to sys.path",
            repeatable=True, metavar="DIR"),
     Option("before_fork", _text, (), "dotted path of a callable run in the parent before "
-           "every fork (repeatable)", repeatable=True, metavar="DOTTED.PATH", modes=PREFORK),
+           "every fork", repeatable=True, metavar="DOTTED.PATH", modes=PREFORK),
     Option("after_fork", _text, (), "dotted path of a callable run in each child right "
-           "after fork (repeatable)", repeatable=True, metavar="DOTTED.PATH", modes=PREFORK),
+           "after fork", repeatable=True, metavar="DOTTED.PATH", modes=PREFORK),
     # -- process management: signals, timeouts, privileges, socket access -------------
     Option("graceful_timeout", _seconds, 30.0,
            "seconds busy children get to finish on stop before they are killed",
