@@ -206,6 +206,10 @@ class Option:
     render: Callable[[Any], str] = _show  # a value as users write it
     env: str | None = None  # environment variable read when the option is not given
 
+    def __post_init__(self) -> None:
+        if isinstance(self.default, list):  # every config shares the default: keep it frozen
+            object.__setattr__(self, "default", tuple(self.default))
+
     @property
     def dashed(self) -> str:
         """``--max-body-bytes``: the spelling of the command line."""
@@ -259,12 +263,12 @@ OPTIONS: tuple[Option, ...] = (
            "the WSGI callable to serve, instead of the settings' WSGI_APPLICATION",
            metavar="MODULE:CALLABLE", since="0.2.0",
            shown="WSGI_APPLICATION, else Django's handler"),
-    Option("pythonpath", _text, (), "directory prepended to sys.path (repeatable)",
+    Option("pythonpath", _text, (), "directory prepended to sys.path",
            repeatable=True, metavar="DIR"),
     Option("before_fork", _text, (), "dotted path of a callable run in the parent before "
-           "every fork (repeatable)", repeatable=True, metavar="DOTTED.PATH", modes=PREFORK),
+           "every fork", repeatable=True, metavar="DOTTED.PATH", modes=PREFORK),
     Option("after_fork", _text, (), "dotted path of a callable run in each child right "
-           "after fork (repeatable)", repeatable=True, metavar="DOTTED.PATH", modes=PREFORK),
+           "after fork", repeatable=True, metavar="DOTTED.PATH", modes=PREFORK),
     # -- process management: signals, timeouts, privileges, socket access -------------
     Option("graceful_timeout", _seconds, 30.0,
            "seconds busy children get to finish on stop before they are killed",
