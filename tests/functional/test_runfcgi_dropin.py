@@ -11,6 +11,7 @@ import pytest
 
 from safefcgi.fastcgi import client
 from tests.support.paths import PROJECT
+from tests.support.processes import Process
 from tests.support.servers import answers, root_permission
 from tests.support.waiting import wait_until
 
@@ -25,25 +26,19 @@ def manage(*args, timeout=20, **kwargs):
 
 @pytest.fixture
 def manage_server(tmp_path):
-    """Start `manage.py runfcgi ...` in the foreground; kill its group afterwards."""
-    processes = []
+    """Start `manage.py runfcgi ...` in the foreground; kill its process group afterwards."""
+    started = []
 
-    def start(*args):
-        log = open(tmp_path / "manage.log", "wb")
-        process = subprocess.Popen([sys.executable, str(PROJECT / "manage.py"), "runfcgi",
-                                    *args, *ALLOW_ROOT], cwd=PROJECT, stdout=log,
-                                   stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                                   start_new_session=True)
-        processes.append(process)
-        return process
+    def start(*args) -> subprocess.Popen:
+        process = Process("manage.py runfcgi",
+                          [sys.executable, PROJECT / "manage.py", "runfcgi", *args, *ALLOW_ROOT],
+                          tmp_path / "manage.log", cwd=PROJECT).start()
+        started.append(process)
+        return process.popen
 
     yield start
-    for process in processes:
-        try:
-            os.killpg(process.pid, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
-        process.wait()
+    for process in started:
+        process.stop(signal.SIGKILL)
 
 
 def test_old_command_line_serves_unchanged(manage_server, tmp_path):
