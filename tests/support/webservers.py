@@ -215,6 +215,10 @@ class Site:
         self.lighttpd.stop()
         self.server.stop(timeout=3)
 
+    def lighttpd_error_log(self) -> str:
+        path = Path(self.lighttpd.error_log)
+        return path.read_text() if path.exists() else ""
+
     def diagnostics(self) -> str:
         """Log tails to append to an assertion message."""
         return (f"--- server log\n{tail(self.server.log_path)}\n"
