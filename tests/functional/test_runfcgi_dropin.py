@@ -119,23 +119,19 @@ def test_runfcgi_spelling_starts_the_same_server(start_server, tmp_path):
 
 def test_spawn_fcgi_hands_over_its_socket_on_fd0(tmp_path):
     sock = str(tmp_path / "spawned.sock")
-    spawner = subprocess.Popen(
-        [shutil.which("spawn-fcgi"), "-n", "-s", sock, "--", sys.executable, "-m", "safefcgi",
-         "run", "fixturesite_settings", "--pythonpath", str(PROJECT), "--maxchildren", "2",
-         *root_permission([])],
-        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=True)
+    spawner = Process("spawn-fcgi", [
+        shutil.which("spawn-fcgi"), "-n", "-s", sock, "--", sys.executable, "-m", "safefcgi",
+        "run", "fixturesite_settings", "--pythonpath", PROJECT, "--maxchildren", "2",
+        *root_permission([])], tmp_path / "spawned.log").start()
     try:
-        wait_until(lambda: answers(sock), 15, "the spawned server to answer")
+        wait_until(lambda: answers(sock), 15, "the spawned server to answer",
+                   detail=spawner.log)
         pids = {client.request(sock, "/pid").body for _ in range(4)}
         assert pids and all(pid.isdigit() for pid in pids)
         spawner.send_signal(signal.SIGTERM)  # spawn-fcgi -n exec'd safefcgi: same pid
-        assert spawner.wait(10) == 0
+        assert spawner.popen.wait(10) == 0
     finally:
-        try:
-            os.killpg(spawner.pid, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
-        spawner.wait()
+        spawner.stop(signal.SIGKILL)
 
 
 def test_no_address_and_stdin_not_a_socket_is_one_line_error():
