@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import os
 import shutil
-import subprocess
 from pathlib import Path
 
 import pytest
@@ -18,6 +17,8 @@ from .harness import (
     REPO,
     VENV_BIN,
     Process,
+    alive,
+    descendants,
     free_port,
     http_get,
     render_lighttpd_conf,
@@ -27,30 +28,6 @@ from .harness import (
 SPAWN_CONF = REPO / "conf" / "lighttpd-spawn.conf"
 
 pytestmark = pytest.mark.integration
-
-
-def descendants(pid: int) -> set[int]:
-    """Every process below ``pid`` (children, grandchildren, ...)."""
-    out = subprocess.run(["ps", "-e", "-o", "pid=,ppid="], capture_output=True,
-                         text=True).stdout
-    parents: dict[int, list[int]] = {}
-    for line in out.splitlines():
-        child, parent = map(int, line.split())
-        parents.setdefault(parent, []).append(child)
-    found, todo = set(), [pid]
-    while todo:
-        for child in parents.get(todo.pop(), []):
-            found.add(child)
-            todo.append(child)
-    return found
-
-
-def alive(pid: int) -> bool:
-    try:
-        with open(f"/proc/{pid}/stat") as stat:
-            return stat.read().split()[2] != "Z"
-    except (FileNotFoundError, ProcessLookupError):  # gone, even between open and read
-        return False
 
 
 @pytest.fixture
