@@ -8,13 +8,14 @@ Usage: safefcgi_plain.py [safefcgi run options] (settings: benchsite.plain_setti
 
 import sys
 
-from safefcgi import cli, django_lifecycle
+from safefcgi import cli
+from safefcgi.forksafety import lifecycle
 
 
 def load_plain_application(settings_module: str):
     import django
 
-    django_lifecycle.os.environ["DJANGO_SETTINGS_MODULE"] = settings_module
+    lifecycle.os.environ["DJANGO_SETTINGS_MODULE"] = settings_module
     django.setup()
     from benchsite.plain import application
 
@@ -22,5 +23,5 @@ def load_plain_application(settings_module: str):
 
 
 if __name__ == "__main__":
-    django_lifecycle.load_application = load_plain_application
+    lifecycle.load_application = load_plain_application
     sys.exit(cli.main(["run", "benchsite.plain_settings", *sys.argv[1:]]))

@@ -20,7 +20,7 @@ django.setup()
 
 from django.db import DatabaseError, connection  # noqa: E402
 
-from safefcgi.django_lifecycle import DjangoForkSafety  # noqa: E402
+from safefcgi.forksafety.lifecycle import DjangoForkSafety  # noqa: E402
 
 
 def backend_pid() -> int:

@@ -27,21 +27,22 @@ from urllib.parse import quote
 
 import pytest
 
-from .fronts import (
-    SAFEFCGI,
+from tests.support.paths import VENV_BIN
+from tests.support.processes import alive, descendants
+from tests.support.servers import RunningServer
+from tests.support.waiting import wait_until
+from tests.support.webservers import (
     STATIC_FILE,
     STATIC_TEXT,
     ApacheFcgid,
     ApacheProxyFcgi,
     Caddy,
-    Front,
+    FrontServer,
     H2o,
     Lighttpd,
     Nginx,
-    start_safefcgi,
     without_lines,
 )
-from .harness import alive, descendants, wait_until
 
 pytestmark = pytest.mark.integration
 
@@ -83,7 +84,7 @@ SETHANDLER_FIXUPS = r"^\s*ProxyFCGISetEnvIf "
 class Running:
     """A started front: its port, and the log of the safefcgi behind it."""
 
-    front: Front
+    front: FrontServer
     safefcgi_log: Callable[[], str]
 
     @property
@@ -91,7 +92,7 @@ class Running:
         return self.front.port
 
 
-def _make_fronts(base: Path, socket_path: Path, rooted_socket: Path) -> dict[str, Front]:
+def _make_fronts(base: Path, socket_path: Path, rooted_socket: Path) -> dict[str, FrontServer]:
     def apache(name: str, site_file: str, keep_conn: bool, edit=None) -> ApacheProxyFcgi:
         return ApacheProxyFcgi(base / name, site_file, socket_path, keep_conn, edit)
 
@@ -119,25 +120,32 @@ def _make_fronts(base: Path, socket_path: Path, rooted_socket: Path) -> dict[str
 def fronts(scratch_dir):
     """One safefcgi with every web server in front; one more with --script-name /
     for lighttpd without fix-root-scriptname. Yields {name: Running} plus the
-    shared server's "socket" and "server"."""
+    shared server's "socket"."""
     base = scratch_dir / "web"
     base.mkdir()
     started = []
+
+    def safefcgi(directory: Path, *options: str) -> RunningServer:
+        """The fixture project on a unix socket any local user may connect to
+        (Apache drops to its own user)."""
+        directory.mkdir()
+        server = RunningServer(directory, ["--socket-mode", "0666", *options], {})
+        started.append(server)
+        server.wait_until_serving()
+        return server
+
     try:
         # Children enough for one request through every front at once, plus
         # the connections the keep-conn fronts hold open between requests.
-        server, socket_path = start_safefcgi(base / "a", "--maxchildren", "24")
-        started.append(server)
-        rooted, rooted_socket = start_safefcgi(base / "b", "--maxchildren", "3",
-                                               "--script-name", "/")
-        started.append(rooted)
+        server = safefcgi(base / "a", "--maxchildren", "24")
+        rooted = safefcgi(base / "b", "--maxchildren", "3", "--script-name", "/")
         running = {}
-        for name, front in _make_fronts(base, socket_path, rooted_socket).items():
+        for name, front in _make_fronts(base, Path(server.socket), Path(rooted.socket)).items():
             started.append(front)  # before start(): a front that fails half-way is stopped too
             front.start()
             behind = rooted if name == "lighttpd-unfixed-root" else server
-            running[name] = Running(front, getattr(front, "safefcgi_log", behind.log))
-        yield running | {"socket": socket_path, "server": server}
+            running[name] = Running(front, getattr(front, "safefcgi_log", lambda b=behind: b.log))
+        yield running | {"socket": server.socket}
     finally:
         for process in reversed(started):
             process.stop()
@@ -337,7 +345,7 @@ def test_cgi_fcgi_against_the_same_server(fronts):
 
 def test_safefcgi_request_against_the_same_server(fronts):
     completed = subprocess.run(
-        [SAFEFCGI, "request", "--socket", str(fronts["socket"]),
+        [VENV_BIN / "safefcgi", "request", "--socket", str(fronts["socket"]),
          "--body-only", "/p/echo/cli?x=2"], capture_output=True, timeout=30)
     assert completed.returncode == 0, completed.stderr
     assert json.loads(completed.stdout)["query"] == {"x": "2"}

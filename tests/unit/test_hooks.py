@@ -5,10 +5,10 @@ import types
 
 import pytest
 
-from safefcgi import django_lifecycle
 from safefcgi.cli import parse_run_arguments
 from safefcgi.errors import HookError
-from safefcgi.hooks import ForkHooks, load_hook
+from safefcgi.forksafety import lifecycle
+from safefcgi.forksafety.hooks import ForkHooks, load_hook
 from safefcgi.server import build_fork_hooks
 
 
@@ -54,14 +54,14 @@ def test_hooks_run_in_the_order_given(hook_module):
 def test_the_server_puts_builtin_hooks_first_then_settings_then_command_line(hook_module,
                                                                             monkeypatch):
     # The project's SAFEFCGI_*_FORK lists; Django settings are not configured here.
-    monkeypatch.setattr(django_lifecycle, "settings_hook_paths",
+    monkeypatch.setattr(lifecycle, "settings_hook_paths",
                         lambda name: ("fake_hooks.second",))
     config = parse_run_arguments(["mysite.settings", "--before-fork", "fake_hooks.first",
                                   "--after-fork", "fake_hooks.first"])
     hooks = build_fork_hooks(config, application=None)
     for stage, builtin in ((hooks.before_fork, "before_fork"), (hooks.after_fork, "after_fork")):
         assert [hook.path for hook in stage] == [
-            f"safefcgi.django_lifecycle.{builtin}", "fake_hooks.second", "fake_hooks.first"]
+            f"safefcgi.forksafety.lifecycle.{builtin}", "fake_hooks.second", "fake_hooks.first"]
 
 
 def test_a_raising_hook_stops_the_rest_and_names_itself(hook_module, caplog):

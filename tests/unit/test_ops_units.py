@@ -11,12 +11,13 @@ from dataclasses import dataclass
 
 import pytest
 
-from safefcgi import logs, slowlog
-from safefcgi.accesslog import LogFile, common_log_line
+from safefcgi import logs
 from safefcgi.cli import parse_run_arguments
 from safefcgi.errors import ConfigError
-from safefcgi.master import PoolLimits
-from safefcgi.status import (
+from safefcgi.logs import LogFile
+from safefcgi.ops import slowlog
+from safefcgi.ops.accesslog import common_log_line
+from safefcgi.ops.status import (
     PoolStats,
     StatusQuery,
     listen_queue,
@@ -25,6 +26,7 @@ from safefcgi.status import (
     render_text,
     snapshot,
 )
+from safefcgi.process.master import PoolLimits
 
 
 @dataclass

@@ -1,6 +1,6 @@
 """How a peer address is matched and named: dual-stack listeners see IPv4 clients as mapped."""
 
-from safefcgi.peers import PeerFilter, describe_peer, parse_networks, peer_filter
+from safefcgi.process.peers import PeerFilter, describe_peer, parse_networks, peer_filter
 
 
 def allowlist(*entries: str) -> PeerFilter:

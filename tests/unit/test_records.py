@@ -6,7 +6,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from safefcgi.records import (
+from safefcgi.fastcgi.records import (
     HEADER,
     MAX_CONTENT,
     ProtocolError,

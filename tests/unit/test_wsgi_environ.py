@@ -9,7 +9,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from safefcgi.wsgi import RequestBody, build_environ
+from safefcgi.fastcgi.wsgi import RequestBody, build_environ
 
 # Params as captured from the web servers on this machine, trimmed to what matters.
 NGINX_STOCK_FASTCGI_PARAMS = {

@@ -2,7 +2,7 @@
 
 import pytest
 
-from safefcgi.wsgi import ResponseWriter, encode_head, is_buffered, run_application
+from safefcgi.fastcgi.wsgi import ResponseWriter, encode_head, is_buffered, run_application
 
 
 class Sends:
