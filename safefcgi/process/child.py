@@ -122,9 +122,13 @@ class ChildWorker:
                 if wake_fd in ready:
                     drain(wake_fd)
                 if channel_fd in ready and not self._read_channel():
-                    log.debug("master closed our channel, exiting")
-                    return
+                    log.debug("retired, or the master closed our channel: leaving")
+                    self._stop_requested = True
                 if self._stop_requested:
+                    # Out of the listener's wake-ups first: a connection the kernel
+                    # woke us for is then in the queue we take, never left behind
+                    # with every sibling asleep.
+                    poller.close()
                     self._serve_backlog()
                     return
                 if listener_fd in ready and not self._accept_and_serve():
