@@ -533,7 +533,8 @@ class PreforkMaster:
             systemd.ready("reload failed; serving the previous code")
             return
         # Database and cache sockets are close-on-exec: the new image starts clean.
-        self.reloader.exec_master([(c.pid, c.channel) for c in self.children.values()])
+        self.reloader.exec_master([(c.pid, c.channel) for c in self.children.values()],
+                                  queued=self._signals)
         # Still here: exec failed (logged); the old code keeps serving.
         systemd.ready("reload failed; serving the previous code")
 
