@@ -139,6 +139,17 @@ def _choice(*words: str) -> Callable[[str], str]:
     return cast
 
 
+def _wsgi_app(text: str) -> str:
+    """``module:callable`` (or WSGI_APPLICATION's ``module.callable``): checked for shape here."""
+    module, sep, name = str(text).partition(":")
+    if not sep:
+        module, _, name = str(text).rpartition(".")
+    if not (module and name and all(part.isidentifier() for part in module.split("."))
+            and name.isidentifier()):
+        raise ValueError("expected MODULE:CALLABLE such as mysite.wsgi:application")
+    return str(text)
+
+
 def _text(text: str) -> str:
     if not str(text).strip():
         raise ValueError("must not be empty")
@@ -173,6 +184,7 @@ def _show_size(value: int) -> str:
 BOTH_METHODS = ("prefork", "threaded")
 PREFORK = ("prefork",)
 FIRST_VERSION = "0.1.0"
+NEXT_VERSION = "0.2.0"
 
 
 @dataclass(frozen=True)
@@ -248,6 +260,10 @@ OPTIONS: tuple[Option, ...] = (
     Option("debug", _bool, False,
            "send tracebacks of crashing requests to the client (never in production)",
            flag=True, runfcgi="debug"),
+    Option("wsgi_app", _wsgi_app, None,
+           "the WSGI callable to serve, instead of the settings' WSGI_APPLICATION",
+           metavar="MODULE:CALLABLE", since=NEXT_VERSION,
+           shown="WSGI_APPLICATION, else Django's handler"),
     Option("pythonpath", _text, (), "directory prepended to sys.path",
            repeatable=True, metavar="DIR"),
     Option("before_fork", _text, (), "dotted path of a callable run in the parent before "
@@ -324,12 +340,12 @@ OPTIONS_BY_NAME = {option.name: option for option in OPTIONS}
 # ServerConfig, not in a config file, not runfcgi words).
 CONFIG_FILE_OPTIONS: tuple[Option, ...] = (
     Option("config", _text, None, "read options from this TOML file (keys are option "
-           "names; the command line overrides it)", metavar="FILE", since="0.2.0"),
+           "names; the command line overrides it)", metavar="FILE", since=NEXT_VERSION),
     Option("print_config", _bool, False, "print every effective value and where it came "
-           "from, then exit", flag=True, since="0.2.0", shown=""),
+           "from, then exit", flag=True, since=NEXT_VERSION, shown=""),
     Option("check_config", _bool, False, "check the options and import the project as the "
            "server would, without serving; exit status 0 if it would start", flag=True,
-           since="0.2.0", shown=""),
+           since=NEXT_VERSION, shown=""),
 )
 
 

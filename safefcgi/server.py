@@ -72,7 +72,7 @@ def _serve(config: ServerConfig, handover: Handover | None) -> int:
     launch_dir = handover.launch_dir if handover else os.getcwd()
     extend_sys_path(config.pythonpath)
     identity = children_identity(config.user, config.group, config.allow_root)
-    application = lifecycle.load_application(config.settings_module)
+    application = lifecycle.load_application(config.settings_module, config.wsgi_app)
     # The project's LOGGING ran with its import: safefcgi's lines stay safefcgi's.
     logs.reclaim()
     hooks = build_fork_hooks(config, application) if config.method == "prefork" else None
@@ -122,7 +122,7 @@ def check_startup(config: ServerConfig) -> int:
     """
     extend_sys_path(config.pythonpath)
     children_identity(config.user, config.group, config.allow_root)
-    report = check_project(config.settings_module)
+    report = check_project(config.settings_module, config.wsgi_app)
     if config.method == "prefork":
         for setting in ("SAFEFCGI_BEFORE_FORK", "SAFEFCGI_AFTER_FORK"):
             load_hooks(lifecycle.settings_hook_paths(setting))
