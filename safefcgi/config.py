@@ -184,6 +184,7 @@ def _show_size(value: int) -> str:
 BOTH_METHODS = ("prefork", "threaded")
 PREFORK = ("prefork",)
 FIRST_VERSION = "0.1.0"
+NEXT_VERSION = "0.2.0"
 
 
 @dataclass(frozen=True)
@@ -261,7 +262,7 @@ OPTIONS: tuple[Option, ...] = (
            flag=True, runfcgi="debug"),
     Option("wsgi_app", _wsgi_app, None,
            "the WSGI callable to serve, instead of the settings' WSGI_APPLICATION",
-           metavar="MODULE:CALLABLE", since="0.2.0",
+           metavar="MODULE:CALLABLE", since=NEXT_VERSION,
            shown="WSGI_APPLICATION, else Django's handler"),
     Option("pythonpath", _text, (), "directory prepended to sys.path",
            repeatable=True, metavar="DIR"),
@@ -339,12 +340,12 @@ OPTIONS_BY_NAME = {option.name: option for option in OPTIONS}
 # ServerConfig, not in a config file, not runfcgi words).
 CONFIG_FILE_OPTIONS: tuple[Option, ...] = (
     Option("config", _text, None, "read options from this TOML file (keys are option "
-           "names; the command line overrides it)", metavar="FILE", since="0.2.0"),
+           "names; the command line overrides it)", metavar="FILE", since=NEXT_VERSION),
     Option("print_config", _bool, False, "print every effective value and where it came "
-           "from, then exit", flag=True, since="0.2.0", shown=""),
+           "from, then exit", flag=True, since=NEXT_VERSION, shown=""),
     Option("check_config", _bool, False, "check the options and import the project as the "
            "server would, without serving; exit status 0 if it would start", flag=True,
-           since="0.2.0", shown=""),
+           since=NEXT_VERSION, shown=""),
 )
 
 

@@ -1,6 +1,5 @@
 """Option parsing: safefcgi's own spelling, runfcgi's key=value spelling, validation."""
 
-import configparser
 import dataclasses
 import re
 from pathlib import Path
@@ -295,11 +294,7 @@ def test_readme_lists_exactly_runfcgis_keys():
 
 def test_python_requires_and_ruff_target_agree():
     pyproject = tomllib.loads((ROOT / "pyproject.toml").read_text())
-    required = pyproject.get("project", {}).get("requires-python")
-    if required is None:
-        setup = configparser.ConfigParser()
-        setup.read(ROOT / "setup.cfg")
-        required = setup["options"]["python_requires"]
+    required = pyproject["project"]["requires-python"]
     oldest = re.fullmatch(r">=\s*3\.(\d+)", required.strip()).group(1)
     assert pyproject["tool"]["ruff"]["target-version"] == f"py3{oldest}"
 
