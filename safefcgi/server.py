@@ -16,7 +16,7 @@ from safefcgi import logs
 from safefcgi.config import ServerConfig
 from safefcgi.errors import EXIT_OK, SafeFCGIError
 from safefcgi.fastcgi.protocol import FastCGIApplication, Limits
-from safefcgi.forksafety import lifecycle
+from safefcgi.forksafety import lifecycle, threads
 from safefcgi.forksafety.hooks import ForkHooks, Hook, load_hooks
 from safefcgi.ops.operability import NoPool, Operability
 from safefcgi.process import systemd
@@ -55,6 +55,8 @@ def serve(config: ServerConfig) -> int:
     if is_probe():
         log.info("reload probe: the new code of %s loads", config.settings_module)
         return EXIT_OK
+    if config.method == "prefork":
+        threads.warn_about_threads(config.settings_module)  # before any fork, daemon's too
     if handover is None:
         check_pidfile(config.pidfile)
     if config.umask is not None:

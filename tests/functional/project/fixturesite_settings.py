@@ -17,3 +17,8 @@ DATABASES = {
 USE_TZ = True
 SAFEFCGI_BEFORE_FORK = [p for p in os.environ.get("FIXTURESITE_BEFORE", "").split(",") if p]
 SAFEFCGI_AFTER_FORK = [p for p in os.environ.get("FIXTURESITE_AFTER", "").split(",") if p]
+
+if os.environ.get("FIXTURESITE_START_THREAD"):  # a settings module that starts a thread
+    import fixturesite_threads
+
+    fixturesite_threads.start()
