@@ -190,6 +190,15 @@ OPTIONS: tuple[Option, ...] = (
            "every fork (repeatable)", repeatable=True, runfcgi=False, metavar="DOTTED.PATH"),
     Option("after_fork", _text, [], "dotted path of a callable run in each child right "
            "after fork (repeatable)", repeatable=True, runfcgi=False, metavar="DOTTED.PATH"),
+    Option("child_exit", _text, [], "dotted path of a callable run in the parent with the "
+           "pid and exit status of each child that exits (repeatable)", repeatable=True,
+           runfcgi=False, metavar="DOTTED.PATH"),
+    Option("when_ready", _text, [], "dotted path of a callable run in the parent once its "
+           "children accept requests (repeatable)", repeatable=True, runfcgi=False,
+           metavar="DOTTED.PATH"),
+    Option("on_reload", _text, [], "dotted path of a callable run in the parent when "
+           "SIGHUP asks for a reload (repeatable)", repeatable=True, runfcgi=False,
+           metavar="DOTTED.PATH"),
     # -- process management: signals, timeouts, privileges, socket access -------------
     Option("graceful_timeout", _seconds, 30.0,
            "seconds busy children get to finish on stop before they are killed",
@@ -286,6 +295,9 @@ class ServerConfig:
     pythonpath: tuple[str, ...] = ()
     before_fork: tuple[str, ...] = ()
     after_fork: tuple[str, ...] = ()
+    child_exit: tuple[str, ...] = ()
+    when_ready: tuple[str, ...] = ()
+    on_reload: tuple[str, ...] = ()
     graceful_timeout: float = 30.0
     timeout: float = 0.0
     maxrequests_jitter: int = 0
@@ -389,6 +401,11 @@ def validate(config: ServerConfig) -> ServerConfig:
         )
     if config.method == "threaded" and (config.before_fork or config.after_fork):
         raise ConfigError("fork hooks need --method=prefork (threaded mode never forks)")
+    if config.method == "threaded":
+        for name in ("child_exit", "when_ready", "on_reload"):
+            if getattr(config, name):
+                raise ConfigError(f"--{name.replace('_', '-')} needs --method=prefork "
+                                  "(threaded mode has no master and no children)")
     return _validate_operability_options(_validate_process_options(config))
 
 

@@ -148,7 +148,10 @@ def build_fork_hooks(config: ServerConfig, application: object) -> ForkHooks:
     after += load_hooks(lifecycle.settings_hook_paths("SAFEFCGI_AFTER_FORK"))
     before += load_hooks(config.before_fork)
     after += load_hooks(config.after_fork)
-    return ForkHooks(before_fork=before, after_fork=after)
+    master_hooks = {name: load_hooks(lifecycle.settings_hook_paths(f"SAFEFCGI_{name.upper()}"))
+                    + load_hooks(getattr(config, name))
+                    for name in ("child_exit", "when_ready", "on_reload")}
+    return ForkHooks(before_fork=before, after_fork=after, **master_hooks)
 
 
 def serve_prefork(config: ServerConfig, application: object, listener: Listener,

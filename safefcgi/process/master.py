@@ -335,6 +335,7 @@ class PreforkMaster:
     def handle_hup(self) -> None:
         if self._stopping:
             return
+        self.hooks.run_on_reload(self)
         if self.reloader is None:
             log.info("SIGHUP: replacing every child (no reload possible here)")
             for child in self.children.values():
@@ -492,6 +493,7 @@ class PreforkMaster:
         code = os.waitstatus_to_exitcode(status)
         self.stats.child_exited(child.served + (child.request is not None),
                                 self._restart_reason(child, code))
+        self.hooks.run_child_exit(self, child.pid, code)
         if not child.ready:
             self._boot_failed(child, code)
         elif child.timed_out:
@@ -565,6 +567,7 @@ class PreforkMaster:
         if not self._announced_ready:
             self._announced_ready = True
             systemd.ready(f"serving with {len(fresh)} children")
+            self.hooks.run_when_ready(self)
 
     # -- the pool -------------------------------------------------------------------------
 

@@ -58,3 +58,26 @@ def after_out_of_fds(server):
     _, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     # One descriptor left: the child's epoll set takes it, then accept() has none.
     resource.setrlimit(resource.RLIMIT_NOFILE, (lowest_free + 1, hard))
+
+
+def child_exit(server, pid, status):
+    _record(f"child_exit {pid} {status} in")
+
+
+def when_ready(server):
+    accepting = any(child.ready for child in server.children.values())
+    _record(f"when_ready accepting={accepting} in")
+
+
+def on_reload(server):
+    _record("on_reload")
+
+
+def master_hook_fails(server, *args):
+    _record("master_hook_fails")
+    raise RuntimeError("metrics directory is gone")
+
+
+def master_hook_exits(server, *args):
+    _record("master_hook_exits")
+    raise SystemExit(3)

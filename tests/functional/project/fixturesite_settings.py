@@ -22,3 +22,5 @@ if os.environ.get("FIXTURESITE_START_THREAD"):  # a settings module that starts 
     import fixturesite_threads
 
     fixturesite_threads.start()
+
+SAFEFCGI_CHILD_EXIT = [p for p in os.environ.get("FIXTURESITE_CHILD_EXIT", "").split(",") if p]
