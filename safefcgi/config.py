@@ -206,6 +206,12 @@ OPTIONS: tuple[Option, ...] = (
     Option("timeout", _seconds, 0.0,
            "kill a child busy on one request longer than this; 0 means never",
            runfcgi=False, metavar="SECONDS"),
+    Option("max_child_rss", _int_at_least(0), 0,
+           "a child whose resident memory passes this many MB finishes its request and "
+           "is replaced; 0 means no limit", runfcgi=False, metavar="MB"),
+    Option("max_child_rss_kill", _int_at_least(0), 0,
+           "a child whose resident memory passes this many MB is killed at once, "
+           "request and all; 0 means no limit", runfcgi=False, metavar="MB"),
     Option("maxrequests_jitter", _int_at_least(0), 0,
            "add random(0..N) to each child's maxrequests so children do not all restart "
            "together", runfcgi=False, metavar="N"),
@@ -301,6 +307,8 @@ class ServerConfig:
     graceful_timeout: float = 30.0
     timeout: float = 0.0
     maxrequests_jitter: int = 0
+    max_child_rss: int = 0
+    max_child_rss_kill: int = 0
     user: str | None = None
     group: str | None = None
     allow_root: bool = False
@@ -418,9 +426,14 @@ def _validate_process_options(config: ServerConfig) -> ServerConfig:
         raise ConfigError("--allowed-clients applies to TCP (--host/--port); a unix "
                           "socket is governed by its file mode (--socket-mode)")
     if config.method == "threaded":
-        for name in ("timeout", "maxrequests_jitter"):
+        for name in ("timeout", "maxrequests_jitter", "max_child_rss", "max_child_rss_kill"):
             if getattr(config, name):
                 raise ConfigError(f"--{name.replace('_', '-')} needs --method=prefork")
+    if config.max_child_rss and config.max_child_rss_kill \
+            and config.max_child_rss_kill <= config.max_child_rss:
+        raise ConfigError(f"--max-child-rss-kill ({config.max_child_rss_kill} MB) must be "
+                          f"above --max-child-rss ({config.max_child_rss} MB): children over "
+                          "the soft limit get to finish their request")
     if config.group is not None and config.user is None:
         raise ConfigError("--group needs --user")
     if config.maxrequests_jitter and not config.maxrequests:

@@ -38,6 +38,8 @@ from safefcgi.process import systemd, titles
 from safefcgi.process.child import BLOCKED_UNTIL_HANDLED, ChildWorker
 from safefcgi.process.daemon import redirect_output
 from safefcgi.process.fds import drain, flush_std_streams
+from safefcgi.process.memory import KILL as MEMORY_KILL
+from safefcgi.process.memory import MemoryLimits, MemoryWatchdog
 from safefcgi.process.peers import PeerFilter
 from safefcgi.process.privileges import Identity, drop_privileges
 from safefcgi.process.reload import Reloader
@@ -102,6 +104,7 @@ class Child:
     timed_out: bool = False
     budget: int = 0  # requests it may serve (0: unlimited)
     slow_noted: float = -1.0  # request_since of the request last signalled as slow
+    memory_action: str | None = None  # over a memory limit: replaced or killed
 
     def retire(self) -> None:
         """Tell the child to finish and exit, with a ``retire`` message.
@@ -190,6 +193,8 @@ class PreforkMaster:
         self.stats = PoolStats()
         self._status_queries: list[tuple[Child, bool]] = []
         self._drain_until: float | None = None  # --ping-drain: stop once this is reached
+        self.memory = MemoryWatchdog(MemoryLimits.from_megabytes(config.max_child_rss,
+                                                                 config.max_child_rss_kill))
 
     # -- lifecycle --------------------------------------------------------------------
 
@@ -264,6 +269,7 @@ class PreforkMaster:
         self._reap()
         self._read_boards()
         self._enforce_timeout()
+        self._enforce_memory_limits()
         self._watch_slow_requests()
         if self._drain_until is not None and time.monotonic() >= self._drain_until:
             log.info("ping drain over: stopping")
@@ -467,6 +473,22 @@ class PreforkMaster:
                 child.timed_out = True
                 _kill(child.pid, signal.SIGKILL)
 
+    def _enforce_memory_limits(self) -> None:
+        """--max-child-rss: retire the child (its request ends well); -kill: kill it now."""
+        for over in self.memory.over_limit(self.children.values()):
+            child, megabytes = over.child, over.rss / 1024 / 1024
+            child.memory_action = over.action
+            if over.action == MEMORY_KILL:
+                log.error("child %d uses %.0f MB, over --max-child-rss-kill %d MB: killed "
+                          "while %s", child.pid, megabytes, self.config.max_child_rss_kill,
+                          child.describe_request())
+                _kill(child.pid, signal.SIGKILL)
+            else:
+                log.warning("child %d uses %.0f MB, over --max-child-rss %d MB: replaced "
+                            "once it is done with what it serves", child.pid, megabytes,
+                            self.config.max_child_rss)
+                self._retire(child)
+
     # -- children that exit --------------------------------------------------------------
 
     def _reap(self) -> None:
@@ -498,6 +520,8 @@ class PreforkMaster:
             self._boot_failed(child, code)
         elif child.timed_out:
             log.warning("child %d killed after --timeout; a fresh one replaces it", child.pid)
+        elif child.memory_action is not None:  # logged when the limit was passed
+            log.debug("child %d exited (status %d) over a memory limit", child.pid, code)
         elif code < 0:
             log.warning("child %d killed by %s while %s", child.pid,
                         signal.Signals(-code).name, child.describe_request())
@@ -513,6 +537,8 @@ class PreforkMaster:
             return "startup_failure" if not self._stopping else None
         if child.timed_out:
             return "timeout"
+        if child.memory_action is not None:
+            return child.memory_action
         if code != 0 and not (self._stopping and code == -signal.SIGKILL):
             return "crash"
         if code == 0 and child.budget and child.served >= child.budget:

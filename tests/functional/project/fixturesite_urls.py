@@ -22,6 +22,17 @@ def sleep(request):
     return HttpResponse(f"slept in {os.getpid()}", content_type="text/plain")
 
 
+GROWN = []  # what /grow allocated: kept for the life of the child
+
+
+def grow(request):
+    """Allocate (and touch) ?mb= megabytes that stay allocated; then hold ?hold= seconds."""
+    GROWN.append(b"\x01" * (int(request.GET.get("mb", "10")) * 1024 * 1024))
+    time.sleep(float(request.GET.get("hold", "0")))
+    total = sum(map(len, GROWN)) // (1024 * 1024)
+    return HttpResponse(f"{os.getpid()} holds {total} MB", content_type="text/plain")
+
+
 def latin1_header(request):
     return HttpResponse("ok", headers={"Content-Disposition": "attachment; filename=café.txt"})
 
@@ -46,6 +57,7 @@ urlpatterns = [
     path("hello", hello),
     path("pid", pid),
     path("sleep", sleep),
+    path("grow", grow),
     path("latin1", latin1_header),
     path("", include("fixturesite_protocol_views")),
 ]
