@@ -126,6 +126,30 @@ def _url_path(text: str) -> str:
     return str(text)
 
 
+LOOPBACK_NAMES = frozenset({"localhost", "127.0.0.1", "::1"})
+
+
+def listen_address(text: str) -> str | tuple[str, int]:
+    """A unix socket path (it has a /) or HOST:PORT, [IPV6]:PORT."""
+    if "/" in text:
+        return text
+    host, sep, port = text.rpartition(":")
+    if not sep or not host:
+        raise ValueError("expected a unix socket path (with a /) or HOST:PORT")
+    return host.strip("[]"), _port(port)
+
+
+def _loopback_address(text: str) -> str:
+    """--status-listen: a unix path, or a TCP port on loopback only (it needs no web server
+    to be read, so it must not be reachable from other hosts)."""
+    address = listen_address(str(text))
+    if isinstance(address, tuple) and address[0] not in LOOPBACK_NAMES \
+            and not address[0].startswith("127."):
+        raise ValueError("a TCP status socket listens on loopback only (127.0.0.1:PORT or "
+                         "[::1]:PORT); use a unix socket path for anything else")
+    return str(text)
+
+
 def _choice(*words: str) -> Callable[[str], str]:
     def cast(text: str) -> str:
         if str(text).lower() not in words:
@@ -248,6 +272,10 @@ OPTIONS: tuple[Option, ...] = (
     Option("status_path", _url_path, None,
            "answer this URL path with the pool's status (text; ?json, ?html, ?full), "
            "before Django sees the request", runfcgi=False, metavar="PATH"),
+    Option("status_listen", _loopback_address, None,
+           "answer the status page from the master on this extra socket (a unix path or "
+           "127.0.0.1:PORT), FastCGI like the main one: it answers while every child is busy",
+           runfcgi=False, metavar="ADDRESS"),
     Option("ping_path", _url_path, None,
            "answer this URL path with --ping-response, for load balancers", runfcgi=False,
            metavar="PATH"),
@@ -320,6 +348,7 @@ class ServerConfig:
     read_timeout: float = 30.0
     script_name: str | None = None
     status_path: str | None = None
+    status_listen: str | None = None
     ping_path: str | None = None
     ping_response: str = "pong"
     ping_drain: float = 0.0
@@ -446,6 +475,9 @@ def _validate_process_options(config: ServerConfig) -> ServerConfig:
 
 
 def _validate_operability_options(config: ServerConfig) -> ServerConfig:
+    if config.status_listen is not None and config.status_listen in (config.socket,
+                                                                      config.address):
+        raise ConfigError("--status-listen needs an address of its own, not the main socket's")
     if config.status_path is not None and config.status_path == config.ping_path:
         raise ConfigError("--status-path and --ping-path must differ")
     if config.slowlog is not None and not config.slowlog_timeout:
@@ -453,7 +485,7 @@ def _validate_operability_options(config: ServerConfig) -> ServerConfig:
     if config.ping_drain and config.ping_path is None:
         raise ConfigError("--ping-drain needs --ping-path (balancers must see the drain)")
     if config.method == "threaded":
-        for name in ("status_path", "slowlog_timeout", "ping_drain"):
+        for name in ("status_path", "status_listen", "slowlog_timeout", "ping_drain"):
             if getattr(config, name):
                 raise ConfigError(f"--{name.replace('_', '-')} needs --method=prefork")
     return config

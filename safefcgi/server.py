@@ -13,7 +13,7 @@ import signal
 import sys
 
 from safefcgi import logs
-from safefcgi.config import ServerConfig
+from safefcgi.config import ServerConfig, listen_address
 from safefcgi.errors import EXIT_OK, SafeFCGIError
 from safefcgi.fastcgi.protocol import FastCGIApplication, Limits
 from safefcgi.forksafety import lifecycle, threads
@@ -63,7 +63,11 @@ def serve(config: ServerConfig) -> int:
         os.umask(config.umask)  # as runfcgi did: for the socket file and the app's files
     listener = acquire_listener(config, handover)
     ops = Operability.from_config(config)
+    status_listener = None
     try:
+        status_listener = open_status_listener(config)
+        if status_listener is not None:
+            ops.status_socket = status_listener.sock
         peers = _peer_filter(config, listener)
         redirect_output(config.outlog, config.errlog)
         # Before daemonizing and dropping privileges: relative paths and root-owned
@@ -86,7 +90,18 @@ def serve(config: ServerConfig) -> int:
                                  peers=peers, reloader=reloader, inherited=inherited, ops=ops)
     finally:
         ops.close()
+        if status_listener is not None:
+            status_listener.close()
         listener.close()
+
+
+def open_status_listener(config: ServerConfig) -> Listener | None:
+    """--status-listen: bound here, with the main socket, so a taken address fails start-up."""
+    if config.status_listen is None:
+        return None
+    status_listener = open_listener(listen_address(config.status_listen))
+    log.info("the master answers the status page on %s", status_listener.description)
+    return status_listener
 
 
 def ignore_master_signals() -> None:

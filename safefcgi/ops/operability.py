@@ -57,6 +57,7 @@ class Operability:
     slowlog_timeout: float = 0.0
     access_log: LogFile | None = None
     slowlog_file: LogFile | None = None
+    status_socket: Any = None  # --status-listen's bound socket, answered by the master
 
     @classmethod
     def from_config(cls, config: Any) -> Operability:

@@ -33,6 +33,7 @@ from safefcgi.forksafety.hooks import ForkHooks
 from safefcgi.ops import slowlog
 from safefcgi.ops.operability import Operability
 from safefcgi.ops.status import PoolStats, listen_queue, snapshot
+from safefcgi.ops.statuslisten import StatusListener
 from safefcgi.process import channel as ch
 from safefcgi.process import systemd, titles
 from safefcgi.process.child import BLOCKED_UNTIL_HANDLED, ChildWorker
@@ -192,6 +193,7 @@ class PreforkMaster:
         self.ops = ops or Operability()
         self.stats = PoolStats()
         self._status_queries: list[tuple[Child, bool]] = []
+        self.status_listener: StatusListener | None = None  # --status-listen
         self._drain_until: float | None = None  # --ping-drain: stop once this is reached
         self.memory = MemoryWatchdog(MemoryLimits.from_megabytes(config.max_child_rss,
                                                                  config.max_child_rss_kill))
@@ -230,9 +232,14 @@ class PreforkMaster:
         for name in HANDLED_SIGNALS:
             signum = getattr(signal, name)
             self._previous_handlers[signum] = signal.signal(signum, self._queue_signal)
+        if self.ops.status_socket is not None:
+            self.status_listener = StatusListener(self.ops.status_socket, self._status_page)
+            self.status_listener.register(self._selector)
 
     def _teardown(self) -> None:
         signal.set_wakeup_fd(-1)
+        if self.status_listener is not None:
+            self.status_listener.close()
         for signum, handler in self._previous_handlers.items():
             signal.signal(signum, handler)
         if self._selector is not None:
@@ -279,11 +286,13 @@ class PreforkMaster:
             self._maintain_pool()
 
     def _poll(self, timeout: float) -> None:
-        for key, _ in self._selector.select(timeout):
+        for key, events in self._selector.select(timeout):
             if key.data is None:
                 drain(self._wake_read)
-            else:
+            elif isinstance(key.data, Child):
                 self._read_status(key.data)
+            else:  # the --status-listen socket or one of its connections
+                key.data.on_ready(events)
         if self._status_queries:
             self._answer_status_queries()
 
@@ -440,11 +449,19 @@ class PreforkMaster:
         for child, full in queries:
             if child.channel is None:
                 continue
-            data = snapshot(self.stats, self.children.values(),
-                            pool=self.config.settings_module, method=self.config.method,
-                            limits=self.limits, listen_queue=listen_queue(self.listener),
-                            full=full)
-            _send_as_memfd(child.channel, ch.STATUS, json.dumps(data).encode())
+            _send_as_memfd(child.channel, ch.STATUS, json.dumps(self._snapshot(full)).encode())
+
+    def _snapshot(self, full: bool) -> dict[str, Any]:
+        return snapshot(self.stats, self.children.values(), pool=self.config.settings_module,
+                        method=self.config.method, limits=self.limits,
+                        listen_queue=listen_queue(self.listener), full=full)
+
+    def _status_page(self, full: bool) -> dict[str, Any]:
+        """The page for --status-listen, after reading what every child reported."""
+        for child in list(self.children.values()):
+            self._read_status(child)
+        self._read_boards()
+        return self._snapshot(full)
 
     def _watch_slow_requests(self) -> None:
         """--slowlog-timeout: ask each child running a slow request for its stack, once."""
@@ -703,6 +720,9 @@ class PreforkMaster:
         self._selector.close()
         os.close(self._wake_read)
         os.close(self._wake_write)
+        if self.status_listener is not None:
+            self.status_listener.close(after_fork=True)
+            self.status_listener = None
         for sibling in self.children.values():
             sibling.close_channel()
             sibling.close_board()
