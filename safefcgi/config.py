@@ -210,6 +210,9 @@ OPTIONS: tuple[Option, ...] = (
            flag=True),
     Option("pythonpath", _text, [], "directory prepended to sys.path (repeatable)",
            repeatable=True, runfcgi=False, metavar="DIR"),
+    Option("lazy", _bool, False, "each child imports the project itself after fork, "
+           "instead of the parent once before it (for projects that start threads at "
+           "import); costs memory and start-up time per child", flag=True, runfcgi=False),
     Option("before_fork", _text, [], "dotted path of a callable run in the parent before "
            "every fork (repeatable)", repeatable=True, runfcgi=False, metavar="DOTTED.PATH"),
     Option("after_fork", _text, [], "dotted path of a callable run in each child right "
@@ -327,6 +330,7 @@ class ServerConfig:
     errlog: str | None = None
     debug: bool = False
     pythonpath: tuple[str, ...] = ()
+    lazy: bool = False
     before_fork: tuple[str, ...] = ()
     after_fork: tuple[str, ...] = ()
     child_exit: tuple[str, ...] = ()
@@ -439,7 +443,7 @@ def validate(config: ServerConfig) -> ServerConfig:
     if config.method == "threaded" and (config.before_fork or config.after_fork):
         raise ConfigError("fork hooks need --method=prefork (threaded mode never forks)")
     if config.method == "threaded":
-        for name in ("child_exit", "when_ready", "on_reload"):
+        for name in ("lazy", "child_exit", "when_ready", "on_reload"):
             if getattr(config, name):
                 raise ConfigError(f"--{name.replace('_', '-')} needs --method=prefork "
                                   "(threaded mode has no master and no children)")

@@ -50,8 +50,12 @@ def serve(config: ServerConfig) -> int:
     launch_dir = handover.launch_dir if handover else os.getcwd()
     extend_sys_path(config.pythonpath)
     identity = children_identity(config.user, config.group, config.allow_root)
-    application = lifecycle.load_application(config.settings_module)
-    hooks = build_fork_hooks(config, application) if config.method == "prefork" else None
+    if config.lazy and not is_probe():  # the probe checks that the new code loads
+        lifecycle.check_settings_module(config.settings_module)
+        application, hooks = None, build_lazy_hooks(config)
+    else:
+        application = lifecycle.load_application(config.settings_module)
+        hooks = build_fork_hooks(config, application) if config.method == "prefork" else None
     if is_probe():
         log.info("reload probe: the new code of %s loads", config.settings_module)
         return EXIT_OK
@@ -167,6 +171,18 @@ def build_fork_hooks(config: ServerConfig, application: object) -> ForkHooks:
                     + load_hooks(getattr(config, name))
                     for name in ("child_exit", "when_ready", "on_reload")}
     return ForkHooks(before_fork=before, after_fork=after, **master_hooks)
+
+
+def build_lazy_hooks(config: ServerConfig) -> ForkHooks:
+    """--lazy: the settings are never read in the parent, so its hooks come from the
+    command line only; each child loads the project first, then the settings' hooks."""
+    loader = Hook("safefcgi.forksafety.lifecycle.LazyLoad", lifecycle.LazyLoad(
+        config.settings_module))
+    return ForkHooks(before_fork=load_hooks(config.before_fork),
+                     after_fork=[loader, *load_hooks(config.after_fork)],
+                     child_exit=load_hooks(config.child_exit),
+                     when_ready=load_hooks(config.when_ready),
+                     on_reload=load_hooks(config.on_reload))
 
 
 def serve_prefork(config: ServerConfig, application: object, listener: Listener,

@@ -54,6 +54,32 @@ def load_application(settings_module: str) -> Any:
     return application
 
 
+def check_settings_module(settings_module: str) -> None:
+    """--lazy: the parent only makes sure the settings module can be found (no import)."""
+    os.environ["DJANGO_SETTINGS_MODULE"] = settings_module
+    _require_module(settings_module)
+
+
+class LazyLoad:
+    """--lazy: the child's first after-fork hook imports the project, in the child.
+
+    The parent never imports it, so nothing the project starts at import (a
+    thread, a connection) exists before a fork; each child pays the import.
+    The project's own SAFEFCGI_AFTER_FORK hooks are read from its settings
+    here, in the child, since the parent never read them.
+    """
+
+    def __init__(self, settings_module: str):
+        self.settings_module = settings_module
+
+    def __call__(self, server: Any) -> None:
+        from safefcgi.forksafety.hooks import load_hooks
+
+        server.app.application = load_application(self.settings_module)
+        for hook in load_hooks(settings_hook_paths("SAFEFCGI_AFTER_FORK")):
+            hook.func(server)
+
+
 def _require_module(dotted: str) -> None:
     try:
         found = importlib.util.find_spec(dotted) is not None

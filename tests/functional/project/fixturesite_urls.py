@@ -5,6 +5,9 @@ import time
 from django.http import HttpResponse
 from django.urls import include, path
 
+if os.environ.get("FIXTURESITE_URLS_FAIL"):  # a project that cannot be imported
+    raise ImportError("fixturesite_urls refuses to load (FIXTURESITE_URLS_FAIL)")
+
 try:  # a module the reload tests write and rewrite in their own directory
     import fixturesite_code
 except ImportError:
