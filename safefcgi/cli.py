@@ -114,7 +114,8 @@ def add_status_parser(commands) -> None:
     """``safefcgi status``: the status page of a running server, without a web server."""
     status = commands.add_parser(
         "status",
-        help="print the status page of a running server (started with --status-path)",
+        help="print the status page of a running server (started with --status-path or "
+        "--status-listen)",
         description="Ask a running server for its status page over FastCGI, the way a "
         "web server would. Exit status 1 if the server does not answer with its status.",
     )

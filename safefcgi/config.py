@@ -273,7 +273,8 @@ OPTIONS: tuple[Option, ...] = (
            runfcgi=False, metavar="PREFIX"),
     # -- operability: status and ping pages, slow log, access log, log format --------
     Option("status_path", _url_path, None,
-           "answer this URL path with the pool's status (text; ?json, ?html, ?full), "
+           "answer this URL path with the pool's status (text; ?json, ?html, ?openmetrics, "
+           "?full), "
            "before Django sees the request", runfcgi=False, metavar="PATH"),
     Option("status_listen", _loopback_address, None,
            "answer the status page from the master on this extra socket (a unix path or "
