@@ -480,8 +480,8 @@ def _validate_process_options(config: ServerConfig) -> ServerConfig:
 
 
 def _validate_operability_options(config: ServerConfig) -> ServerConfig:
-    if config.status_listen is not None and config.status_listen in (config.socket,
-                                                                      config.address):
+    if config.status_listen is not None \
+            and listen_address(config.status_listen) == config.address:
         raise ConfigError("--status-listen needs an address of its own, not the main socket's")
     if config.status_path is not None and config.status_path == config.ping_path:
         raise ConfigError("--status-path and --ping-path must differ")

@@ -296,6 +296,11 @@ def test_json_log_lines_carry_pid_and_role():
     (["--method", "threaded", "--status-path", "/s"], "--status-path needs --method=prefork"),
     (["--log-format", "xml"], "expected text or json"),
     (["--log-level", "chatty"], "expected debug or info or warning or error"),
+    (["--status-listen", "10.0.0.1:9001"], "loopback only"),
+    (["--status-listen", "9001"], "expected a unix socket path"),
+    (["--status-listen", "127.0.0.1:99999"], "must be at most 65535"),
+    (["--socket", "/run/a.sock", "--status-listen", "/run/a.sock"], "an address of its own"),
+    (["--method", "threaded", "--status-listen", "/run/s.sock"], "needs --method=prefork"),
 ])
 def test_conflicting_operability_options_fail_with_a_sentence(args, message):
     with pytest.raises(ConfigError, match=re.escape(message)):
