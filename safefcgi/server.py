@@ -7,6 +7,7 @@ old children instead of binding and detaching again (see reload.py).
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import signal
@@ -19,19 +20,26 @@ from safefcgi.fastcgi.protocol import FastCGIApplication, Limits
 from safefcgi.forksafety import lifecycle, threads
 from safefcgi.forksafety.hooks import ForkHooks, Hook, load_hooks
 from safefcgi.ops.operability import NoPool, Operability
-from safefcgi.process import systemd
+from safefcgi.process import signals, systemd
 from safefcgi.process.daemon import (
     change_directory,
     check_pidfile,
     daemonize,
     pidfile,
     redirect_output,
+    remove_pidfile,
 )
 from safefcgi.process.master import InheritedChild, PreforkMaster
 from safefcgi.process.peers import PeerFilter, peer_filter
 from safefcgi.process.privileges import children_identity, drop_privileges, resolve_owner
 from safefcgi.process.reload import Handover, Reloader, is_probe, take_handover
-from safefcgi.process.sockets import Listener, adopt_fd, open_listener, set_socket_access
+from safefcgi.process.sockets import (
+    Listener,
+    adopt_fd,
+    open_listener,
+    remove_socket_file,
+    set_socket_access,
+)
 from safefcgi.process.threaded import ThreadedFastCGIServer
 
 log = logging.getLogger("safefcgi.server")
@@ -47,6 +55,19 @@ def serve(config: ServerConfig) -> int:
     if is_probe():
         logs.set_role("probe")
     handover = take_handover()
+    if handover is not None:  # the socket and the old children are ours already
+        signals.hold()
+    signals.unblock()  # blocked across the exec of a reload (see reload.py)
+    try:
+        return _serve(config, handover)
+    except signals.StopNow as exc:
+        log.info("%s while starting: stopped before serving", exc)
+        if handover is not None:
+            abandon_handover(handover, config.pidfile)
+        return EXIT_OK
+
+
+def _serve(config: ServerConfig, handover: Handover | None) -> int:
     launch_dir = handover.launch_dir if handover else os.getcwd()
     extend_sys_path(config.pythonpath)
     identity = children_identity(config.user, config.group, config.allow_root)
@@ -55,12 +76,16 @@ def serve(config: ServerConfig) -> int:
         application, hooks = None, build_lazy_hooks(config)
     else:
         application = lifecycle.load_application(config.settings_module)
+        # The project's LOGGING ran with its import: safefcgi's lines stay safefcgi's.
+        logs.reclaim()
         hooks = build_fork_hooks(config, application) if config.method == "prefork" else None
     if is_probe():
         log.info("reload probe: the new code of %s loads", config.settings_module)
         return EXIT_OK
     if config.method == "prefork":
         threads.warn_about_threads(config.settings_module)  # before any fork, daemon's too
+    # From here on there is something to clean up: a stop signal waits for the server.
+    signals.hold()
     if handover is None:
         check_pidfile(config.pidfile)
     if config.umask is not None:
@@ -106,6 +131,19 @@ def open_status_listener(config: ServerConfig) -> Listener | None:
     status_listener = open_listener(listen_address(config.status_listen))
     log.info("the master answers the status page on %s", status_listener.description)
     return status_listener
+
+
+def abandon_handover(handover: Handover, pidfile_path: str | None) -> None:
+    """Stop now during a reload's start-up: kill the old children, remove what was ours."""
+    for pid, _ in handover.children:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGKILL)
+    for pid, _ in handover.children:
+        with contextlib.suppress(ChildProcessError):
+            os.waitpid(pid, 0)
+    if handover.unix_path is not None:
+        remove_socket_file(handover.unix_path, handover.unix_inode)
+    remove_pidfile(pidfile_path)
 
 
 def ignore_master_signals() -> None:

@@ -73,9 +73,11 @@ class LazyLoad:
         self.settings_module = settings_module
 
     def __call__(self, server: Any) -> None:
+        from safefcgi import logs
         from safefcgi.forksafety.hooks import load_hooks
 
         server.app.application = load_application(self.settings_module)
+        logs.reclaim()  # the project's LOGGING ran with its import, here in the child
         for hook in load_hooks(settings_hook_paths("SAFEFCGI_AFTER_FORK")):
             hook.func(server)
 

@@ -1,6 +1,7 @@
 """--lazy: children import the project themselves; the parent never does."""
 
 import os
+import socket
 
 from .conftest import wait_for
 
@@ -47,3 +48,15 @@ def test_lazy_child_that_cannot_import_the_project_is_retried_with_back_off(star
     assert wait_for(lambda: "failed during start-up" in server.log, timeout=15), server.log
     assert "cannot load the Django project of fixturesite_settings" in server.log
     assert server.process.poll() is None
+
+
+def test_a_lazy_childs_lines_reach_the_log_whatever_the_projects_logging(start_server):
+    server = start_server("--lazy", "--maxchildren", "1",
+                          env={"FIXTURESITE_LOGGING": "takes-safefcgi"})
+    with socket.socket(socket.AF_UNIX) as garbage:  # a child's line, from the FastCGI layer
+        garbage.connect(server.socket)
+        garbage.sendall(b"GET / HTTP/1.0\r\n\r\n")
+        garbage.recv(100)
+
+    assert wait_for(lambda: "[child] [WARNING] safefcgi.protocol: malformed FastCGI input"
+                    in server.log), server.log

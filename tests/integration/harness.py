@@ -511,6 +511,10 @@ class Site:
     def server_log(self) -> str:
         return self.server.log()
 
+    def lighttpd_error_log(self) -> str:
+        path = self.base_dir / "lighttpd-error.log"
+        return path.read_text() if path.exists() else ""
+
     def diagnostics(self) -> str:
         """Log tails to append to an assertion message."""
         return (f"--- server log\n{tail(self.server.log_path)}\n"

@@ -41,6 +41,16 @@ def backends_shared_between_children(result: LoadResult) -> dict[int, list[int]]
     return {backend: kids for backend, kids in children_by_backend.items() if len(kids) > 1}
 
 
+def unanswered_connections(site: Site) -> list[str]:
+    """Log lines of either server saying a FastCGI connection ended without an answer."""
+    server = [line for line in site.server_log().splitlines()
+              if "connection closed" in line or "killed by" in line
+              or "exited with status" in line]
+    lighttpd = [line for line in site.lighttpd_error_log().splitlines()
+                if "gw_backend" in line or "mod_fastcgi" in line]
+    return server + lighttpd
+
+
 def assert_every_answer_was_right(result: LoadResult, postgres: PostgresCluster,
                                   site: Site) -> None:
     assert not result.errors, result.summary() + "\n" + site.diagnostics()
@@ -81,6 +91,10 @@ def test_safefcgi_prefork_children_never_share_a_database_backend(serve, direct_
 
     result = run_load(site.url, ACCOUNTS, clients=CLIENTS, requests=600)
 
+    # A request left unanswered names who dropped it: safefcgi logs every connection
+    # it closes unanswered and every child that dies, lighttpd a backend that did not
+    # answer, and the load client the connection a transport error met.
+    assert unanswered_connections(site) == [], site.diagnostics()
     assert not result.errors, result.summary() + "\n" + site.diagnostics()
     assert len(result.backends_by_child) > 1, result.summary()
     assert backends_shared_between_children(result) == {}
