@@ -14,10 +14,11 @@ import signal
 import sys
 
 from safefcgi import logs
-from safefcgi.config import ServerConfig, listen_address
+from safefcgi.config import ServerConfig, listen_address, protocol_limits
 from safefcgi.errors import EXIT_OK, SafeFCGIError
-from safefcgi.fastcgi.protocol import FastCGIApplication, Limits
+from safefcgi.fastcgi.protocol import FastCGIApplication
 from safefcgi.forksafety import lifecycle, threads
+from safefcgi.forksafety.doctor import check_project, print_report
 from safefcgi.forksafety.hooks import ForkHooks, Hook, load_hooks
 from safefcgi.ops.operability import NoPool, Operability
 from safefcgi.process import signals, systemd
@@ -133,6 +134,26 @@ def open_status_listener(config: ServerConfig) -> Listener | None:
     return status_listener
 
 
+def check_startup(config: ServerConfig) -> int:
+    """``--check-config``: what start-up checks before binding, then stop; nothing is served.
+
+    The project is imported as the master imports it (and what that import left open
+    is reported, as ``safefcgi check`` does), the children's user is looked up and the
+    fork hooks are loaded. No socket is bound, no file written, nothing forked.
+    """
+    extend_sys_path(config.pythonpath)
+    children_identity(config.user, config.group, config.allow_root)
+    report = check_project(config.settings_module)
+    if config.method == "prefork":
+        for setting in ("SAFEFCGI_BEFORE_FORK", "SAFEFCGI_AFTER_FORK", *MASTER_HOOK_SETTINGS):
+            load_hooks(lifecycle.settings_hook_paths(setting))
+        load_hooks(config.before_fork + config.after_fork + config.child_exit
+                   + config.when_ready + config.on_reload)
+    print_report(report)
+    log.info("configuration checked: %s imports and would be served", config.settings_module)
+    return EXIT_OK
+
+
 def abandon_handover(handover: Handover, pidfile_path: str | None) -> None:
     """Stop now during a reload's start-up: kill the old children, remove what was ours."""
     for pid, _ in handover.children:
@@ -196,6 +217,10 @@ def extend_sys_path(directories: tuple[str, ...]) -> None:
             sys.path.insert(0, absolute)
 
 
+MASTER_HOOKS = ("child_exit", "when_ready", "on_reload")
+MASTER_HOOK_SETTINGS = tuple(f"SAFEFCGI_{name.upper()}" for name in MASTER_HOOKS)
+
+
 def build_fork_hooks(config: ServerConfig, application: object) -> ForkHooks:
     """Built-in Django hooks first, then the settings' lists, then the command line's."""
     safety = lifecycle.DjangoForkSafety(application)
@@ -205,9 +230,9 @@ def build_fork_hooks(config: ServerConfig, application: object) -> ForkHooks:
     after += load_hooks(lifecycle.settings_hook_paths("SAFEFCGI_AFTER_FORK"))
     before += load_hooks(config.before_fork)
     after += load_hooks(config.after_fork)
-    master_hooks = {name: load_hooks(lifecycle.settings_hook_paths(f"SAFEFCGI_{name.upper()}"))
+    master_hooks = {name: load_hooks(lifecycle.settings_hook_paths(setting))
                     + load_hooks(getattr(config, name))
-                    for name in ("child_exit", "when_ready", "on_reload")}
+                    for name, setting in zip(MASTER_HOOKS, MASTER_HOOK_SETTINGS, strict=True)}
     return ForkHooks(before_fork=before, after_fork=after, **master_hooks)
 
 
@@ -244,8 +269,3 @@ def serve_threaded(config: ServerConfig, application: object, listener: Listener
                          stop_accepting=listener.stop_accepting)
     log.info("threaded server stopped")
     return EXIT_OK
-
-
-def protocol_limits(config: ServerConfig) -> Limits:
-    return Limits(max_params_bytes=config.max_params_bytes,
-                  max_body_bytes=config.max_body_bytes, read_timeout=config.read_timeout)

@@ -207,7 +207,7 @@ class PreforkMaster:
         self._next_spawn_at = 0.0
         self._probe_pid: int | None = None
         self._previous_handlers: dict[int, Any] = {}
-        self.ops = ops or Operability()
+        self.ops = ops or Operability.from_config(config)
         self.stats = PoolStats()
         self._status_queries: list[tuple[Child, bool]] = []
         self.status_listener: StatusListener | None = None  # --status-listen

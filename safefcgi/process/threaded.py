@@ -59,7 +59,7 @@ class ThreadedFastCGIServer:
     """Serves a WSGI application from threads that accept their own connections."""
 
     def __init__(self, application: WSGIApp, *, debug: bool, min_spare: int, max_spare: int,
-                 max_threads: int, limits: Limits | None = None,
+                 max_threads: int, limits: Limits,
                  script_name: str | None = None, peers: PeerFilter | None = None):
         self.app = FastCGIApplication(application, debug=debug, multithreaded=True,
                                       max_connections=max_threads, limits=limits,

@@ -23,8 +23,7 @@ import time
 from dataclasses import dataclass, field
 
 from safefcgi.fastcgi import client
-
-from .conftest import wait_for
+from tests.support.waiting import wait_until
 
 FAULT_SECONDS = float(os.environ.get("SAFEFCGI_FAULT_SECONDS", "50"))
 LOAD_THREADS = 3
@@ -178,7 +177,7 @@ def settled(server) -> int:
         time.sleep(0.5)
         after = process_states(server)
         return before == after and not any("Z" in s for s in after.values()) and after
-    assert wait_for(steady, timeout=15), process_states(server)
+    wait_until(steady, 15, "the pool to settle", detail=lambda: process_states(server))
     return len(process_states(server))
 
 
@@ -244,4 +243,5 @@ def test_the_master_survives_random_faults_under_mixed_load(start_server, tmp_pa
     assert server.wait_for_exit(30) == 0, replay()
     assert not os.path.exists(server.socket), replay()
     assert not pidfile.exists(), replay()
-    assert wait_for(lambda: group_gone(master), timeout=10), replay()
+    wait_until(lambda: group_gone(master), 10, "every process of the group to exit",
+               detail=replay)

@@ -3,7 +3,7 @@
 import os
 import socket
 
-from .conftest import wait_for
+from tests.support.waiting import wait_until
 
 THREAD_ENV = {"FIXTURESITE_START_THREAD": "1"}
 
@@ -18,8 +18,9 @@ def test_lazy_children_import_a_project_that_starts_a_thread_the_parent_never_do
 
     assert "before the first fork" not in server.log  # no thread in the parent to warn of
     assert thread_count(server.process.pid) == 1
-    children = wait_for(lambda: len(server.children()) == 2 and server.children())
-    assert children and all(thread_count(pid) == 2 for pid in children)  # each its own
+    children = wait_until(lambda: len(server.children()) == 2 and server.children(), 10,
+                          "two children", detail=lambda: server.log)
+    assert all(thread_count(pid) == 2 for pid in children)  # each its own
     pids = {int(server.get("/pid").body) for _ in range(6)}
     assert pids <= children
 
@@ -34,7 +35,8 @@ def test_lazy_runs_the_settings_after_fork_hooks_in_each_child(start_server):
     def lines():
         return [line.split() for line in server.hook_log.read_text().splitlines()]
 
-    assert wait_for(lambda: len({pid for name, pid in lines() if name == "after_b"}) == 2)
+    wait_until(lambda: len({pid for name, pid in lines() if name == "after_b"}) == 2, 10,
+               "both children's after-fork hooks", detail=lines)
     by_child = {}
     for name, pid in lines():
         by_child.setdefault(pid, []).append(name)
@@ -45,7 +47,8 @@ def test_lazy_runs_the_settings_after_fork_hooks_in_each_child(start_server):
 def test_lazy_child_that_cannot_import_the_project_is_retried_with_back_off(start_server):
     server = start_server("--lazy", env={"FIXTURESITE_URLS_FAIL": "1"}, wait=False)
 
-    assert wait_for(lambda: "failed during start-up" in server.log, timeout=15), server.log
+    wait_until(lambda: "failed during start-up" in server.log, 15, "a failed child start",
+               detail=lambda: server.log)
     assert "cannot load the Django project of fixturesite_settings" in server.log
     assert server.process.poll() is None
 
@@ -58,5 +61,5 @@ def test_a_lazy_childs_lines_reach_the_log_whatever_the_projects_logging(start_s
         garbage.sendall(b"GET / HTTP/1.0\r\n\r\n")
         garbage.recv(100)
 
-    assert wait_for(lambda: "[child] [WARNING] safefcgi.protocol: malformed FastCGI input"
-                    in server.log), server.log
+    wait_until(lambda: "[child] [WARNING] safefcgi.protocol: malformed FastCGI input"
+               in server.log, 10, "the child's log line", detail=lambda: server.log)

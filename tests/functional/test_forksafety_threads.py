@@ -4,7 +4,7 @@ import os
 import subprocess
 import sys
 
-from .conftest import PROJECT
+from tests.support.paths import PROJECT
 
 THREAD_ENV = {"FIXTURESITE_START_THREAD": "1"}
 

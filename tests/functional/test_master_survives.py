@@ -13,8 +13,9 @@ import time
 
 import pytest
 
-from .conftest import wait_for
-from .helpers import in_thread, sleeping_child
+from tests.support.servers import sleeping_child
+from tests.support.threads import in_thread
+from tests.support.waiting import wait_until
 
 
 def alive(pid: int) -> bool:
@@ -41,7 +42,7 @@ def assert_stopped_clean(server, pidfile, children, status=0):
     assert server.wait_for_exit(10) == status, server.log[-3000:]
     assert not os.path.exists(server.socket), server.log[-3000:]
     assert not pidfile.exists(), server.log[-3000:]
-    assert wait_for(lambda: not any(alive(pid) for pid in children), timeout=5)
+    wait_until(lambda: not any(alive(pid) for pid in children), 5, "every child to exit")
 
 
 def test_a_child_killed_by_a_real_time_signal_is_named_and_replaced(start_server):
@@ -51,9 +52,10 @@ def test_a_child_killed_by_a_real_time_signal_is_named_and_replaced(start_server
 
     os.kill(victim, signal.SIGRTMIN + 1)
 
-    assert wait_for(lambda: "killed by SIGRTMIN+1" in server.log), server.log
+    wait_until(lambda: "killed by SIGRTMIN+1" in server.log, 10, "the line naming SIGRTMIN+1",
+               detail=lambda: server.log)
     assert server.process.poll() is None, server.log
-    assert wait_for(lambda: server.children() - {victim})
+    wait_until(lambda: server.children() - {victim}, 10, "a child in place of the victim")
     assert int(server.get("/pid").body) != victim
 
 
@@ -96,7 +98,8 @@ def test_pool_resizing_while_children_recycle_under_load_keeps_the_master_servin
 def test_garbled_channel_messages_are_logged_and_the_master_serves_on(start_server):
     server = start_server("--maxchildren", "1",
                           "--after-fork", "fixturesite_hooks.after_garbles_channel")
-    assert wait_for(lambda: server.log.count("ignoring a malformed channel message") >= 4)
+    wait_until(lambda: server.log.count("ignoring a malformed channel message") >= 4, 10,
+               "four malformed channel messages logged", detail=lambda: server.log)
     assert server.get("/pid").status == 200
     assert server.process.poll() is None
     assert "Traceback" not in server.log, server.log
@@ -114,7 +117,8 @@ def test_term_while_a_reload_imports_the_new_code_stops_cleanly(start_server, tm
     (code / "fixturesite_code.py").write_text('import time\ntime.sleep(3)\nVERSION = "2"\n')
 
     server.process.send_signal(signal.SIGHUP)
-    assert wait_for(lambda: "re-executing the master" in server.log, timeout=15), server.log
+    wait_until(lambda: "re-executing the master" in server.log, 15, "the reload to start",
+               detail=lambda: server.log)
     time.sleep(0.3)
     server.process.send_signal(signal.SIGTERM)
 
@@ -133,9 +137,11 @@ def test_a_second_term_while_a_reload_imports_stops_now_and_cleans_up(start_serv
     children = server.children()
     (code / "fixturesite_code.py").write_text('import time\ntime.sleep(3)\nVERSION = "2"\n')
     server.process.send_signal(signal.SIGHUP)
-    assert wait_for(lambda: "re-executing the master" in server.log, timeout=15), server.log
+    wait_until(lambda: "re-executing the master" in server.log, 15, "the reload to start",
+               detail=lambda: server.log)
     # Two TERMs pending at once are one: wait until the new image takes them one by one.
-    assert wait_for(lambda: catches(server.process.pid, signal.SIGTERM), timeout=10)
+    wait_until(lambda: catches(server.process.pid, signal.SIGTERM), 10,
+               "the re-executed master to catch TERM")
 
     server.process.send_signal(signal.SIGTERM)
     time.sleep(0.3)
@@ -164,7 +170,7 @@ def test_a_second_stop_signal_during_a_graceful_stop_stops_now(start_server, tmp
     sleeping_child(server, "20")
 
     server.process.send_signal(getattr(signal, first))
-    assert wait_for(lambda: not os.path.exists(server.socket), timeout=3)
+    wait_until(lambda: not os.path.exists(server.socket), 3, "the socket file to be removed")
     time.sleep(0.5)
     assert server.process.poll() is None  # graceful: still waiting for the request
     started = time.monotonic()
@@ -188,5 +194,7 @@ def test_safefcgi_lines_reach_its_stream_whatever_the_projects_logging(start_ser
         garbage.recv(100)
 
     assert "safefcgi serving fixturesite_settings" in server.log
-    assert wait_for(lambda: f"child {victim} killed by SIGKILL" in server.log), server.log
-    assert wait_for(lambda: "malformed FastCGI input" in server.log), server.log
+    wait_until(lambda: f"child {victim} killed by SIGKILL" in server.log, 10,
+               "the line naming the killed child", detail=lambda: server.log)
+    wait_until(lambda: "malformed FastCGI input" in server.log, 10,
+               "the malformed-input line", detail=lambda: server.log)

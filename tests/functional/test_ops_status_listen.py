@@ -9,9 +9,9 @@ import time
 from prometheus_client.openmetrics.parser import text_string_to_metric_families
 
 from safefcgi.fastcgi import client
-
-from .conftest import wait_for
-from .helpers import free_tcp_port, in_thread
+from tests.support.ports import free_tcp_port
+from tests.support.threads import in_thread
+from tests.support.waiting import wait_until
 
 STATUS = "/fcgi-status"
 
@@ -21,7 +21,8 @@ def test_status_socket_answers_at_once_while_both_children_sleep(start_server, t
     server = start_server("--maxchildren", "2", "--minspare", "2", "--maxspare", "2",
                           "--status-listen", status_socket)
     sleepers = [in_thread(server.get, "/sleep?seconds=4") for _ in range(2)]
-    assert wait_for(lambda: server.log.count(" sleeps 4") == 2), server.log
+    wait_until(lambda: server.log.count(" sleeps 4") == 2, 10, "both children asleep",
+               detail=lambda: server.log)
 
     started = time.monotonic()
     response = client.request(status_socket, STATUS + "?json&full", timeout=5)
@@ -89,7 +90,8 @@ def test_status_socket_is_back_after_a_reload(start_server, tmp_path):
     before = json.loads(client.request(status_socket, STATUS + "?json", timeout=5).body)
 
     server.process.send_signal(signal.SIGHUP)
-    assert wait_for(lambda: "fresh children ready" in server.log, timeout=30), server.log
+    wait_until(lambda: "fresh children ready" in server.log, 30, "the reload",
+               detail=lambda: server.log)
 
     after = json.loads(client.request(status_socket, STATUS + "?json", timeout=5).body)
     assert after["pid"] == before["pid"] == server.process.pid

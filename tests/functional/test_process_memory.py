@@ -8,8 +8,7 @@ import pytest
 
 from safefcgi.fastcgi.records import ProtocolError
 from safefcgi.ops.status import rss_bytes
-
-from .conftest import wait_for
+from tests.support.waiting import wait_until
 
 STATUS = "/fcgi-status"
 MB = 1024 * 1024
@@ -20,8 +19,8 @@ def restarts(server) -> dict:
 
 
 def only_child(server) -> int:
-    children = wait_for(lambda: len(server.children()) == 1 and server.children())
-    assert children, server.log
+    children = wait_until(lambda: len(server.children()) == 1 and server.children(), 10,
+                          "one child", detail=lambda: server.log)
     return next(iter(children))
 
 
@@ -53,7 +52,8 @@ def test_a_growing_child_is_replaced_and_no_request_fails(start_server):
                      "replaced once it is done", server.log)
     assert line and int(line.group(1)) > limit, server.log
     assert server.log.count("over --max-child-rss ") == 1
-    assert wait_for(lambda: restarts(server)["memory"] == 1)
+    wait_until(lambda: restarts(server)["memory"] == 1, 10, "the replacement counted",
+               detail=lambda: restarts(server))
     assert restarts(server)["crash"] == 0
 
 
@@ -70,8 +70,9 @@ def test_a_child_over_the_hard_limit_is_killed_at_once(start_server):
                      r"killed while serving GET /grow\?mb=150&hold=20", server.log)
     assert line and int(line.group(1)) > limit, server.log
     assert "killed by SIGKILL" not in server.log  # one line per replacement
-    counted = wait_for(lambda: (r := restarts(server))["memory_kill"] == 1 and r)
-    assert counted and counted["crash"] == 0
+    counted = wait_until(lambda: (r := restarts(server))["memory_kill"] == 1 and r, 10,
+                         "the kill counted", detail=lambda: restarts(server))
+    assert counted["crash"] == 0
     assert server.get("/hello").status == 200
 
 
@@ -86,5 +87,6 @@ def test_over_both_limits_the_hard_one_wins(start_server):
     with pytest.raises((ConnectionError, ProtocolError, OSError)):
         server.get("/grow?mb=200&hold=20", timeout=30)
 
-    counted = wait_for(lambda: (r := restarts(server))["memory_kill"] == 1 and r)
-    assert counted and counted["memory"] == 0
+    counted = wait_until(lambda: (r := restarts(server))["memory_kill"] == 1 and r, 10,
+                         "the kill counted", detail=lambda: restarts(server))
+    assert counted["memory"] == 0

@@ -10,9 +10,11 @@ import time
 
 import pytest
 
-from .conftest import ACCOUNTS
-from .harness import PostgresCluster, Site, safefcgi_argv, stock_flup_argv
-from .load import Client, LoadResult, run_load
+from tests.support.example import ACCOUNTS
+from tests.support.load import Client, LoadResult, run_load
+from tests.support.postgres import PostgresCluster
+from tests.support.servers import safefcgi_argv, stock_flup_argv
+from tests.support.webservers import Site
 
 pytestmark = pytest.mark.integration
 
@@ -121,7 +123,7 @@ def test_safefcgi_prefork_behind_pgbouncer_serves_without_errors(serve, pooled_e
     result = run_load(site.url, ACCOUNTS, clients=CLIENTS, requests=REQUESTS)
 
     assert_every_answer_was_right(result, postgres, site)
-    assert "InterfaceError" not in site.server_log(), site.diagnostics()
+    assert "InterfaceError" not in site.log, site.diagnostics()
 
 
 def test_safefcgi_prefork_recycling_children_under_load_serves_without_errors(
@@ -157,7 +159,7 @@ def test_safefcgi_warns_once_not_per_fork_about_the_import_time_query(
     assert not result.errors, result.summary() + "\n" + site.diagnostics()
     assert len(result.children) > CHILDREN, "children were not recycled:\n" + result.summary()
     warnings = [
-        line for line in site.server_log().splitlines()
+        line for line in site.log.splitlines()
         if "WARNING" in line and "default" in line and "import" in line
     ]
     assert len(warnings) == 1, site.diagnostics()
