@@ -8,10 +8,11 @@ FastCGI there too, so a web server location and ``safefcgi status`` work as
 they do on the main socket.
 
 The master must never wait on a client: every socket here is non-blocking,
-driven by the master's selector; a connection gets CONNECTION_SECONDS to
-send its request and read the answer, and at most MAX_CONNECTIONS are open
-at once (the oldest is dropped for a new one). No threads: a thread in the
-master would be copied, locks and all, into every child it forks.
+driven by the master's selector. At most MAX_CONNECTIONS are open at once
+(the oldest is dropped for a new one), and when a client connects, those
+silent for more than CONNECTION_SECONDS since their last answer are dropped.
+No threads: a thread in the master would be copied, locks and all, into
+every child it forks.
 """
 
 from __future__ import annotations
@@ -200,6 +201,8 @@ class StatusConnection:
     def _finish(self, response: bytes) -> None:
         request_id, self.request_id = self.request_id, None
         self.answered = True
+        self.received = 0  # the size limit is per request: a kept connection goes on
+        self.deadline = time.monotonic() + CONNECTION_SECONDS
         pieces = encode_stream(RecordType.STDOUT, request_id, response)
         self._send(b"".join(bytes(p) for p in pieces)
                    + stream_end_and_end_request(RecordType.STDOUT, request_id))

@@ -92,3 +92,14 @@ def test_garbage_closes_the_connection_and_nothing_else():
     rig.turn()
     assert rig.status.connections == []
     rig.close()
+
+
+def test_a_kept_connection_is_not_cut_off_by_the_per_request_size_limit():
+    rig = Rig()
+    answered = 0
+    for request_id in range(1, 400):  # ~180 bytes a request: far past 64 KiB in all
+        rig.peer.sendall(request_bytes("/s?json", request_id, keep_conn=True))
+        rig.turn(1)
+        answered += client.parse_response(rig.records()).status == 200
+    assert answered == 399 and len(rig.status.connections) == 1
+    rig.close()
