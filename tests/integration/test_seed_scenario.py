@@ -114,7 +114,7 @@ def test_safefcgi_lazy_children_serve_without_errors_and_never_share_a_backend(
     assert len(result.children) > CHILDREN, "children were not recycled:\n" + result.summary()
     assert backends_shared_between_children(result) == {}
     # The parent never imported the project, so it never held a connection to warn about.
-    assert "was open at fork time" not in site.server_log()
+    assert "was open at fork time" not in site.log
 
 
 def test_safefcgi_prefork_behind_pgbouncer_serves_without_errors(serve, pooled_env, postgres):
