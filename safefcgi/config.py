@@ -163,6 +163,17 @@ def _choice(*words: str) -> Callable[[str], str]:
     return cast
 
 
+def _wsgi_app(text: str) -> str:
+    """``module:callable`` (or WSGI_APPLICATION's ``module.callable``): checked for shape here."""
+    module, sep, name = str(text).partition(":")
+    if not sep:
+        module, _, name = str(text).rpartition(".")
+    if not (module and name and all(part.isidentifier() for part in module.split("."))
+            and name.isidentifier()):
+        raise ValueError("expected MODULE:CALLABLE such as mysite.wsgi:application")
+    return str(text)
+
+
 def _text(text: str) -> str:
     if not str(text).strip():
         raise ValueError("must not be empty")
@@ -197,7 +208,6 @@ def _show_size(value: int) -> str:
 BOTH_METHODS = ("prefork", "threaded")
 PREFORK = ("prefork",)
 FIRST_VERSION = "0.1.0"
-NEXT_VERSION = "0.2.0"
 
 
 @dataclass(frozen=True)
@@ -269,25 +279,29 @@ OPTIONS: tuple[Option, ...] = (
     Option("debug", _bool, False,
            "send tracebacks of crashing requests to the client (never in production)",
            flag=True, runfcgi="debug"),
+    Option("wsgi_app", _wsgi_app, None,
+           "the WSGI callable to serve, instead of the settings' WSGI_APPLICATION",
+           metavar="MODULE:CALLABLE", since="0.2.0",
+           shown="WSGI_APPLICATION, else Django's handler"),
     Option("pythonpath", _text, (), "directory prepended to sys.path (repeatable)",
            repeatable=True, metavar="DIR"),
     Option("lazy", _bool, False, "each child imports the project itself after fork, "
            "instead of the parent once before it (for projects that start threads at "
            "import); costs memory and start-up time per child", flag=True, modes=PREFORK,
-           since=NEXT_VERSION),
+           since="0.2.0"),
     Option("before_fork", _text, (), "dotted path of a callable run in the parent before "
            "every fork (repeatable)", repeatable=True, metavar="DOTTED.PATH", modes=PREFORK),
     Option("after_fork", _text, (), "dotted path of a callable run in each child right "
            "after fork (repeatable)", repeatable=True, metavar="DOTTED.PATH", modes=PREFORK),
     Option("child_exit", _text, (), "dotted path of a callable run in the parent with the "
            "pid and exit status of each child that exits (repeatable)", repeatable=True,
-           metavar="DOTTED.PATH", modes=PREFORK, since=NEXT_VERSION),
+           metavar="DOTTED.PATH", modes=PREFORK, since="0.2.0"),
     Option("when_ready", _text, (), "dotted path of a callable run in the parent once its "
            "children accept requests (repeatable)", repeatable=True, metavar="DOTTED.PATH",
-           modes=PREFORK, since=NEXT_VERSION),
+           modes=PREFORK, since="0.2.0"),
     Option("on_reload", _text, (), "dotted path of a callable run in the parent when "
            "SIGHUP asks for a reload (repeatable)", repeatable=True, metavar="DOTTED.PATH",
-           modes=PREFORK, since=NEXT_VERSION),
+           modes=PREFORK, since="0.2.0"),
     # -- process management: signals, timeouts, privileges, socket access -------------
     Option("graceful_timeout", _seconds, 30.0,
            "seconds busy children get to finish on stop before they are killed",
@@ -297,11 +311,11 @@ OPTIONS: tuple[Option, ...] = (
            metavar="SECONDS", modes=PREFORK),
     Option("max_child_rss", _int_at_least(0), 0,
            "a child whose resident memory passes this many MB finishes its request and "
-           "is replaced; 0 means no limit", metavar="MB", modes=PREFORK, since=NEXT_VERSION),
+           "is replaced; 0 means no limit", metavar="MB", modes=PREFORK, since="0.2.0"),
     Option("max_child_rss_kill", _int_at_least(0), 0,
            "a child whose resident memory passes this many MB is killed at once, "
            "request and all; 0 means no limit", metavar="MB", modes=PREFORK,
-           since=NEXT_VERSION),
+           since="0.2.0"),
     Option("maxrequests_jitter", _int_at_least(0), 0,
            "add random(0..N) to each child's maxrequests so children do not all restart "
            "together", metavar="N", modes=PREFORK),
@@ -341,7 +355,7 @@ OPTIONS: tuple[Option, ...] = (
     Option("status_listen", _loopback_address, None,
            "answer the status page from the master on this extra socket (a unix path or "
            "127.0.0.1:PORT), FastCGI like the main one: it answers while every child is busy",
-           metavar="ADDRESS", modes=PREFORK, since=NEXT_VERSION),
+           metavar="ADDRESS", modes=PREFORK, since="0.2.0"),
     Option("ping_path", _url_path, None,
            "answer this URL path with --ping-response, for load balancers", metavar="PATH"),
     Option("ping_response", _text, "pong", "what the ping path answers", metavar="TEXT"),

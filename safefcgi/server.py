@@ -76,7 +76,7 @@ def _serve(config: ServerConfig, handover: Handover | None) -> int:
         lifecycle.check_settings_module(config.settings_module)
         application, hooks = None, build_lazy_hooks(config)
     else:
-        application = lifecycle.load_application(config.settings_module)
+        application = lifecycle.load_application(config.settings_module, config.wsgi_app)
         # The project's LOGGING ran with its import: safefcgi's lines stay safefcgi's.
         logs.reclaim()
         hooks = build_fork_hooks(config, application) if config.method == "prefork" else None
@@ -143,7 +143,7 @@ def check_startup(config: ServerConfig) -> int:
     """
     extend_sys_path(config.pythonpath)
     children_identity(config.user, config.group, config.allow_root)
-    report = check_project(config.settings_module)
+    report = check_project(config.settings_module, config.wsgi_app)
     if config.method == "prefork":
         for setting in ("SAFEFCGI_BEFORE_FORK", "SAFEFCGI_AFTER_FORK", *MASTER_HOOK_SETTINGS):
             load_hooks(lifecycle.settings_hook_paths(setting))
@@ -240,7 +240,7 @@ def build_lazy_hooks(config: ServerConfig) -> ForkHooks:
     """--lazy: the settings are never read in the parent, so its hooks come from the
     command line only; each child loads the project first, then the settings' hooks."""
     loader = Hook("safefcgi.forksafety.lifecycle.LazyLoad", lifecycle.LazyLoad(
-        config.settings_module))
+        config.settings_module, config.wsgi_app))
     return ForkHooks(before_fork=load_hooks(config.before_fork),
                      after_fork=[loader, *load_hooks(config.after_fork)],
                      child_exit=load_hooks(config.child_exit),
