@@ -63,3 +63,12 @@ def test_a_lazy_childs_lines_reach_the_log_whatever_the_projects_logging(start_s
 
     wait_until(lambda: "[child] [WARNING] safefcgi.protocol: malformed FastCGI input"
                in server.log, 10, "the child's log line", detail=lambda: server.log)
+
+
+def test_lazy_children_serve_the_application_wsgi_app_names(start_server):
+    server = start_server("--lazy", "--wsgi-app", "fixturesite_wsgi:alternative",
+                          env={"FIXTURESITE_WSGI_APPLICATION": "fixturesite_wsgi.application"})
+
+    response = server.get("/hello")
+
+    assert response.status == 200 and response.headers["x-wrapped-by"] == "alternative"
