@@ -53,7 +53,7 @@ def _add_option(parser: argparse.ArgumentParser, option: Option) -> None:
 
 
 def _help(option: Option) -> str:
-    text = option.help
+    text = option.help + (" (repeatable)" if option.repeatable else "")
     if option.shown_default:
         text += f" (default: {option.shown_default})"
     if option.modes != BOTH_METHODS:

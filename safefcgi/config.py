@@ -230,6 +230,10 @@ class Option:
     render: Callable[[Any], str] = _show  # a value as users write it
     env: str | None = None  # environment variable read when the option is not given
 
+    def __post_init__(self) -> None:
+        if isinstance(self.default, list):  # every config shares the default: keep it frozen
+            object.__setattr__(self, "default", tuple(self.default))
+
     @property
     def dashed(self) -> str:
         """``--max-body-bytes``: the spelling of the command line."""
@@ -283,24 +287,24 @@ OPTIONS: tuple[Option, ...] = (
            "the WSGI callable to serve, instead of the settings' WSGI_APPLICATION",
            metavar="MODULE:CALLABLE", since="0.2.0",
            shown="WSGI_APPLICATION, else Django's handler"),
-    Option("pythonpath", _text, (), "directory prepended to sys.path (repeatable)",
+    Option("pythonpath", _text, (), "directory prepended to sys.path",
            repeatable=True, metavar="DIR"),
     Option("lazy", _bool, False, "each child imports the project itself after fork, "
            "instead of the parent once before it (for projects that start threads at "
            "import); costs memory and start-up time per child", flag=True, modes=PREFORK,
            since="0.2.0"),
     Option("before_fork", _text, (), "dotted path of a callable run in the parent before "
-           "every fork (repeatable)", repeatable=True, metavar="DOTTED.PATH", modes=PREFORK),
+           "every fork", repeatable=True, metavar="DOTTED.PATH", modes=PREFORK),
     Option("after_fork", _text, (), "dotted path of a callable run in each child right "
-           "after fork (repeatable)", repeatable=True, metavar="DOTTED.PATH", modes=PREFORK),
+           "after fork", repeatable=True, metavar="DOTTED.PATH", modes=PREFORK),
     Option("child_exit", _text, (), "dotted path of a callable run in the parent with the "
-           "pid and exit status of each child that exits (repeatable)", repeatable=True,
+           "pid and exit status of each child that exits", repeatable=True,
            metavar="DOTTED.PATH", modes=PREFORK, since="0.2.0"),
     Option("when_ready", _text, (), "dotted path of a callable run in the parent once its "
-           "children accept requests (repeatable)", repeatable=True, metavar="DOTTED.PATH",
+           "children accept requests", repeatable=True, metavar="DOTTED.PATH",
            modes=PREFORK, since="0.2.0"),
     Option("on_reload", _text, (), "dotted path of a callable run in the parent when "
-           "SIGHUP asks for a reload (repeatable)", repeatable=True, metavar="DOTTED.PATH",
+           "SIGHUP asks for a reload", repeatable=True, metavar="DOTTED.PATH",
            modes=PREFORK, since="0.2.0"),
     # -- process management: signals, timeouts, privileges, socket access -------------
     Option("graceful_timeout", _seconds, 30.0,
