@@ -221,9 +221,10 @@ def test_every_option_of_one_method_is_refused_under_the_other():
         if option.modes == ("prefork", "threaded"):
             continue
         (mode,) = option.modes
-        value = "a.b" if option.repeatable else "/p" if option.name.endswith("path") else "3"
+        value = [] if option.flag else ["a.b"] if option.repeatable else ["/p"] \
+            if option.name.endswith(("path", "listen")) else ["3"]
         with pytest.raises(ConfigError, match=f"{option.dashed} needs --method={mode}"):
-            parse_run_arguments(["mysite.settings", *samples[mode], option.dashed, value])
+            parse_run_arguments(["mysite.settings", *samples[mode], option.dashed, *value])
 
 
 def test_option_reference_rows_show_defaults_as_users_write_them():
