@@ -54,6 +54,7 @@ from safefcgi.process.pool import BACKOFF_MAX_SECONDS, PoolLimits, PoolPolicy
 from safefcgi.process.privileges import Identity, drop_privileges
 from safefcgi.process.reload import Reloader
 from safefcgi.process.scoreboard import IDLE as BOARD_IDLE
+from safefcgi.process.scoreboard import LEAVING as BOARD_LEAVING
 from safefcgi.process.scoreboard import Scoreboard
 from safefcgi.process.signals import signal_name
 
@@ -81,6 +82,7 @@ class Child:
     started_at: float = field(default_factory=time.monotonic)
     ready: bool = False  # passed its after-fork hooks and waits for requests
     idle: bool = False
+    leaving: bool = False  # said it is done and exits of its own accord (--maxrequests)
     retiring: bool = False  # told to exit (its channel is closed)
     stale: bool = False  # runs the code from before the last reload
     request: tuple[str, str] | None = None  # (method, URI) being served
@@ -123,6 +125,7 @@ class Child:
         if state is None:
             return  # it kept changing: a busy child; read it next time
         self.idle = state.state == BOARD_IDLE
+        self.leaving = state.state == BOARD_LEAVING
         self.served = state.served
         if state.request is None:
             self.request = None
