@@ -10,6 +10,7 @@ from __future__ import annotations
 import logging
 import os
 import signal
+import socket
 import sys
 
 from safefcgi import logs
@@ -81,10 +82,24 @@ def serve(config: ServerConfig) -> int:
             inherited = [InheritedChild(pid, fd) for pid, fd in handover.children] \
                 if handover else []
             return serve_prefork(config, application, listener, hooks, identity=identity,
-                                 peers=peers, reloader=reloader, inherited=inherited, ops=ops)
+                                 peers=peers, reloader=reloader, inherited=inherited, ops=ops,
+                                 **kept_handover(handover))
     finally:
         ops.close()
         listener.close()
+
+
+def kept_handover(handover: Handover | None) -> dict[str, object]:
+    """The idle kept-open connections and the ready queue a re-executed master takes over."""
+    if handover is None or len(handover.queue) != 2:
+        return {}
+    queue = tuple(socket.socket(fileno=fd) for fd in handover.queue)
+    for sock in queue:
+        sock.set_inheritable(False)
+        sock.setblocking(False)
+    for fd in handover.kept:
+        os.set_inheritable(fd, False)
+    return {"kept_fds": handover.kept, "queue": queue}
 
 
 def ignore_master_signals() -> None:

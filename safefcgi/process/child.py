@@ -1,12 +1,16 @@
-"""What runs in a child: accept one connection at a time, serve it, report state.
+"""What runs in a child: take one connection at a time, serve it, report state.
 
 The child keeps its state on its scoreboard (see scoreboard.py): whether it
 holds a connection and which request it is running, so the master can grow
 the pool, and name the request when it kills a child for --timeout. The
 channel (see channel.py) carries what is rare: "ready", "stop", "reopen".
 
-Idle children wait in epoll on the listener with EPOLLEXCLUSIVE, so a new
-connection wakes one of them, not all (no thundering herd).
+Idle children wait in epoll on the listener and on the ready queue of
+kept-open connections (see kept.py), both with EPOLLEXCLUSIVE, so a new
+connection wakes one of them, not all (no thundering herd). A child also
+watches the one kept-open connection it served last, for as long as it is
+idle; before it serves anything else, it hands that connection back to the
+master, which watches it from then on.
 
 A ``retire`` message, or EOF on the channel (the master died), means this
 child is no longer wanted: it finishes the request in hand and exits.
@@ -26,11 +30,12 @@ import socket
 import time
 from typing import TYPE_CHECKING, Any
 
-from safefcgi.fastcgi.protocol import FastCGIApplication, prepare_listener, serve_connection
+from safefcgi.fastcgi.protocol import FastCGIApplication, prepare_listener, serve_until_idle
 from safefcgi.ops.operability import request_path
 from safefcgi.process import channel as ch
 from safefcgi.process import titles
 from safefcgi.process.fds import close_fds, drain
+from safefcgi.process.kept import take_from_queue
 from safefcgi.process.peers import PeerFilter
 from safefcgi.process.polling import (
     Poller,
@@ -59,8 +64,12 @@ class ChildWorker:
     def __init__(self, listener: socket.socket, app: FastCGIApplication,
                  channel: socket.socket, max_requests: int = 0,
                  peers: PeerFilter | None = None, ops: Operability | None = None,
-                 board: Scoreboard | None = None, draining: bool = False):
+                 board: Scoreboard | None = None, draining: bool = False,
+                 queue: socket.socket | None = None):
         self.listener = listener
+        self.queue = queue  # kept-open connections the web server wrote on (kept.py)
+        self._parked: socket.socket | None = None  # our last kept-open connection, idle
+        self._parked_since = 0.0
         self.app = app
         self.channel = channel
         self.max_requests = max_requests
@@ -122,13 +131,18 @@ class ChildWorker:
         self.app.observer = self  # request_started() / request_finished()
         titles.child_idle()
         listener_fd, channel_fd = self.listener.fileno(), self.channel.fileno()
-        poller = Poller(exclusive=[listener_fd], shared=[channel_fd, wake_fd])
+        exclusive = [listener_fd]
+        queue_fd = -1
+        if self.queue is not None:
+            queue_fd = self.queue.fileno()
+            exclusive.append(queue_fd)
+        self._poller = poller = Poller(exclusive=exclusive, shared=[channel_fd, wake_fd])
         self.board.idle()
         if not self._report(ch.IDLE):  # once: "ready"; the scoreboard says the rest
             return
         try:
             while True:
-                ready = poller.wait()
+                ready = poller.wait(self._parked_timeout())
                 if wake_fd in ready:
                     drain(wake_fd)
                 if channel_fd in ready and not self._read_channel():
@@ -137,16 +151,21 @@ class ChildWorker:
                 if self._stop_requested:
                     self._serve_backlog()
                     return
-                if listener_fd in ready and not self._accept_and_serve():
+                parked = self._parked
+                if parked is not None and parked.fileno() in ready:
+                    self._serve(parked)
+                elif queue_fd in ready:
+                    self._take_from_queue()
+                elif listener_fd in ready:
+                    self._accept_and_serve()
+                else:
+                    self._expire_parked()
+                    continue
+                if not self._carry_on():
                     return
         finally:
+            self._let_go_of_parked()
             poller.close()
-
-    def _should_stop(self) -> bool:
-        """Stop asked for by SIGTERM, or by the master retiring us or closing our channel."""
-        if not self._stop_requested and not self._read_channel():
-            self._stop_requested = True
-        return self._stop_requested
 
     # -- the channel ------------------------------------------------------------------
 
@@ -253,16 +272,28 @@ class ChildWorker:
 
     # -- serving ----------------------------------------------------------------------
 
-    def _accept_and_serve(self) -> bool:
-        """Serve one connection if we win the race for it; False means exit now."""
+    def _accept_and_serve(self) -> None:
+        """Serve one new connection if we win the race for it."""
         try:
             conn, addr = accept(self.listener, self._listener_kind)
         except (BlockingIOError, InterruptedError):
-            return True  # a sibling took it
+            return  # a sibling took it
         except OSError as exc:
             pause_after_accept_error(exc)
-            return True
-        self._serve(conn, addr)
+            return
+        if self.peers is not None and not self.peers.admit(conn, addr):
+            return
+        self._serve(conn)
+
+    def _take_from_queue(self) -> None:
+        """Serve a kept-open connection the web server wrote on, if a sibling did not take it."""
+        fd = take_from_queue(self.queue)
+        if fd is not None:
+            family, type_, proto = self._listener_kind
+            self._serve(socket.socket(family, type_, proto, fileno=fd))
+
+    def _carry_on(self) -> bool:
+        """After a connection: False when this child should exit now."""
         titles.child_idle()
         self.board.idle()
         if not self._master_alive or self._retired:
@@ -273,14 +304,42 @@ class ChildWorker:
             return False
         return True
 
-    def _serve(self, conn: socket.socket, addr: Any) -> None:
-        if self.peers is not None and not self.peers.admit(conn, addr):
-            return
+    def _serve(self, conn: socket.socket) -> None:
+        """Serve what the web server sent on ``conn``; keep it while idle if it stays open."""
+        if conn is self._parked:
+            self._poller.remove(conn.fileno())
+            self._parked = None
+        else:  # busy from now on: the master watches our idle connection meanwhile
+            self._let_go_of_parked()
         self.board.connected()
-        # Accepted means served, master or not; a kept-open connection is let go
-        # between requests once a stop is asked for.
-        serve_connection(self.app, conn, addr, stop_requested=self._should_stop,
-                         stop_fds=(self.channel, self._wake_fd))
+        if serve_until_idle(self.app, conn):
+            self._parked, self._parked_since = conn, time.monotonic()
+            self._poller.add(conn.fileno())
+
+    def _parked_timeout(self) -> float | None:
+        """How long our idle kept-open connection may stay silent (--read-timeout)."""
+        limit = self.app.limits.read_timeout
+        if self._parked is None or limit <= 0:
+            return None
+        return max(self._parked_since + limit - time.monotonic(), 0.0)
+
+    def _expire_parked(self) -> None:
+        timeout = self._parked_timeout()
+        if timeout is not None and timeout <= 0:
+            log.debug("kept-open connection idle for %g s, closed", self.app.limits.read_timeout)
+            conn, self._parked = self._parked, None
+            self._poller.remove(conn.fileno())
+            conn.close()
+
+    def _let_go_of_parked(self) -> None:
+        """Hand our idle kept-open connection to the master (closed only if it is gone)."""
+        conn, self._parked = self._parked, None
+        if conn is None:
+            return
+        self._poller.remove(conn.fileno())
+        if self._master_alive and not self._stop_requested:
+            self._report(ch.KEPT, fds=(conn.fileno(),))
+        conn.close()
 
     def _serve_backlog(self) -> None:
         """On stop: take every connection already queued, let go of the listener, serve them.
@@ -290,12 +349,21 @@ class ChildWorker:
         copy, the kernel refuses new connections, so a web server balancing
         over several hosts moves on at once. Serving while still listening
         would let new connections queue behind a stopping server for as long
-        as requests keep arriving.
+        as requests keep arriving. Kept-open connections the web server has
+        already written on are served too; idle ones are closed.
         """
+        self._let_go_of_parked()
         queued = take_backlog(self.listener, self._listener_kind)
         self.listener.close()
+        family, type_, proto = self._listener_kind
+        while self.queue is not None and (fd := take_from_queue(self.queue)) is not None:
+            queued.append((socket.socket(family, type_, proto, fileno=fd), None))
         for conn, addr in queued:
-            self._serve(conn, addr)
+            if addr is not None and self.peers is not None and not self.peers.admit(conn, addr):
+                continue
+            self.board.connected()
+            if serve_until_idle(self.app, conn):
+                conn.close()
 
 
 def _adopt_output_fds(message: ch.Message, allowed: set[int]) -> None:

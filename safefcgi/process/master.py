@@ -37,7 +37,8 @@ from safefcgi.process import channel as ch
 from safefcgi.process import systemd, titles
 from safefcgi.process.child import BLOCKED_UNTIL_HANDLED, ChildWorker
 from safefcgi.process.daemon import redirect_output
-from safefcgi.process.fds import drain, flush_std_streams
+from safefcgi.process.fds import close_fds, drain, flush_std_streams
+from safefcgi.process.kept import IdleConnection, KeptConnections
 from safefcgi.process.peers import PeerFilter
 from safefcgi.process.privileges import Identity, drop_privileges
 from safefcgi.process.reload import Reloader
@@ -161,7 +162,9 @@ class PreforkMaster:
                  reloader: Reloader | None = None,
                  inherited: Sequence[InheritedChild] = (),
                  stop_accepting: Callable[[], None] | None = None,
-                 ops: Operability | None = None):
+                 ops: Operability | None = None,
+                 kept_fds: Sequence[int] = (),
+                 queue: tuple[socket.socket, socket.socket] | None = None):
         self.config = config
         self.listener = listener
         self.app = app
@@ -190,6 +193,9 @@ class PreforkMaster:
         self.stats = PoolStats()
         self._status_queries: list[tuple[Child, bool]] = []
         self._drain_until: float | None = None  # --ping-drain: stop once this is reached
+        self.kept: KeptConnections | None = None  # idle kept-open connections (kept.py)
+        self._inherited_kept = list(kept_fds)
+        self._inherited_queue = queue
 
     # -- lifecycle --------------------------------------------------------------------
 
@@ -221,6 +227,11 @@ class PreforkMaster:
             os.set_inheritable(fd, False)
         self._selector = selectors.DefaultSelector()
         self._selector.register(self._wake_read, selectors.EVENT_READ, None)
+        self.kept = KeptConnections(self._selector, self.app.limits.read_timeout,
+                                    self._inherited_queue)
+        for fd in self._inherited_kept:
+            self.kept.adopt(fd)
+        self._inherited_kept = []
         signal.set_wakeup_fd(self._wake_write)
         for name in HANDLED_SIGNALS:
             signum = getattr(signal, name)
@@ -230,6 +241,8 @@ class PreforkMaster:
         signal.set_wakeup_fd(-1)
         for signum, handler in self._previous_handlers.items():
             signal.signal(signum, handler)
+        if self.kept is not None:
+            self.kept.close()
         if self._selector is not None:
             self._selector.close()
         os.close(self._wake_read)
@@ -276,8 +289,12 @@ class PreforkMaster:
         for key, _ in self._selector.select(timeout):
             if key.data is None:
                 drain(self._wake_read)
+            elif isinstance(key.data, IdleConnection):
+                self.kept.readable(key.data)
             else:
                 self._read_status(key.data)
+        self.kept.flush()
+        self.kept.expire(time.monotonic())
         if self._status_queries:
             self._answer_status_queries()
 
@@ -291,6 +308,8 @@ class PreforkMaster:
                       and c.request is not None and c.slow_noted != c.request_since]
         if self._drain_until is not None:
             deadlines.append(self._drain_until)
+        if (expiry := self.kept.next_expiry()) is not None:
+            deadlines.append(expiry)
         if not deadlines:
             return BOARD_POLL_SECONDS
         return min(BOARD_POLL_SECONDS, max(min(deadlines) - time.monotonic(), 0.0) + 0.01)
@@ -409,8 +428,11 @@ class PreforkMaster:
                 self._apply(child, message)
 
     def _apply(self, child: Child, message: ch.Message) -> None:
-        for fd in message.fds:  # children never send fds; do not leak any
-            os.close(fd)
+        if message.kind == ch.KEPT:  # an idle kept-open connection: we watch it now
+            for fd in message.fds:
+                self.kept.adopt(fd)
+            return
+        close_fds(message.fds)  # no other message carries fds; do not leak any
         if message.kind == ch.IDLE:  # sent once, when the child is ready
             if not child.ready:
                 child.ready = True
@@ -548,7 +570,10 @@ class PreforkMaster:
             systemd.ready("reload failed; serving the previous code")
             return
         # Database and cache sockets are close-on-exec: the new image starts clean.
-        self.reloader.exec_master([(c.pid, c.channel) for c in self.children.values()])
+        self.kept.flush()
+        self.reloader.exec_master([(c.pid, c.channel) for c in self.children.values()],
+                                  kept=self.kept.held_fds(),
+                                  queue=[self.kept.send_end, self.kept.receive_end])
         # Still here: exec failed (logged); the old code keeps serving.
         systemd.ready("reload failed; serving the previous code")
 
@@ -648,7 +673,8 @@ class PreforkMaster:
             self._become_child()
             self.worker = ChildWorker(self.listener, self.app, channel, max_requests,
                                       peers=self.peers, ops=self.ops, board=board,
-                                      draining=self._drain_until is not None)
+                                      draining=self._drain_until is not None,
+                                      queue=self.kept.receive_end)
             # Before the hooks: a TERM while they run is a stop like any other.
             self.worker.install_signal_handlers()
             try:
@@ -674,6 +700,7 @@ class PreforkMaster:
         self._selector.close()
         os.close(self._wake_read)
         os.close(self._wake_write)
+        self.kept.close_in_child()
         for sibling in self.children.values():
             sibling.close_channel()
             sibling.close_board()
@@ -705,6 +732,9 @@ class PreforkMaster:
         if self._fast_stop:
             self._kill_all(signal.SIGKILL)
         else:
+            # Requests the web server already sent on kept-open connections are
+            # served like the listener's backlog.
+            self.kept.queue_readable_now()
             # SIGTERM, not a closed channel: a stopping child drains the backlog first.
             self._kill_all(signal.SIGTERM)
         deadline = time.monotonic() + self.config.graceful_timeout

@@ -3,9 +3,11 @@
 A process cannot un-import a Django project, so the master re-executes
 itself: same interpreter, same command line, same working directory, same
 pid (what systemd and the pid file know). Across exec it keeps the listening
-socket and the channels of its children, whose fds are marked inheritable
-and named in one environment variable; the new image adopts those children
-as the old generation and retires them once fresh children are ready.
+socket, the channels of its children, the idle kept-open connections it
+watches and the ready queue they go through (see kept.py), whose fds are
+marked inheritable and named in one environment variable; the new image
+adopts those children as the old generation and retires them once fresh
+children are ready. No kept-open connection is closed by a reload.
 
 Before that, a probe process imports the new code with the same command
 line. If the probe fails (a syntax error in a view, a broken setting) the
@@ -40,6 +42,8 @@ class Handover:
     unix_inode: int | None = None
     launch_dir: str = "/"
     children: list[tuple[int, int | None]] = field(default_factory=list)  # (pid, channel fd)
+    kept: list[int] = field(default_factory=list)  # idle kept-open connections
+    queue: list[int] = field(default_factory=list)  # the ready queue: sending, receiving end
 
     def to_json(self) -> str:
         return json.dumps(asdict(self))
@@ -92,7 +96,8 @@ class Reloader:
                 os._exit(EXEC_FAILED)
         return pid
 
-    def exec_master(self, children: list[tuple[int, socket.socket | None]]) -> None:
+    def exec_master(self, children: list[tuple[int, socket.socket | None]],
+                    kept: list[int] = (), queue: list[socket.socket] = ()) -> None:
         """Replace this image with a fresh one; returns only if exec failed."""
         handover = Handover(
             listener_fd=self.listener.fileno(), description=self.description,
@@ -100,10 +105,14 @@ class Reloader:
             launch_dir=self.launch_dir,
             children=[(pid, chan.fileno() if chan is not None else None)
                       for pid, chan in children],
+            kept=list(kept), queue=[sock.fileno() for sock in queue],
         )
-        inheritable = [self.listener] + [chan for _, chan in children if chan is not None]
+        inheritable = [self.listener, *queue] + [chan for _, chan in children
+                                                 if chan is not None]
         for sock in inheritable:
             sock.set_inheritable(True)
+        for fd in kept:
+            os.set_inheritable(fd, True)
         env = {**os.environ, HANDOVER_ENV: handover.to_json()}
         env.pop(PROBE_ENV, None)
         log.info("re-executing the master with fresh code (pid %d stays)", os.getpid())
@@ -118,3 +127,5 @@ class Reloader:
             os.chdir(previous_dir)
             for sock in inheritable:
                 sock.set_inheritable(False)
+            for fd in kept:
+                os.set_inheritable(fd, False)

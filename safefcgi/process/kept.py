@@ -1,0 +1,187 @@
+"""Idle kept-open connections, watched by the master and passed to whichever child is free.
+
+With nginx's ``fastcgi_keep_conn`` (or Apache's ``enablereuse=on``) the web
+server keeps connections open between requests, as many as it has had
+concurrent requests. A prefork child that waited on its connection for the
+next request would be pinned to it: with more open connections than
+children, a request arriving on a connection no child watches would wait,
+and one arriving behind a slow view would wait for that view although
+another child is idle.
+
+So no child waits on a connection while it works on another. A child that
+finishes a request keeps the connection in its own poll set only while it
+is idle itself (the web server often sends its next request on the same
+connection: that costs nothing). Before it serves anything else, it hands
+the idle connection to the master over its channel (SCM_RIGHTS). The master
+watches every handed-back connection; when the web server writes on one,
+the master puts it in the ready queue, a SEQPACKET socket every child
+watches like the listener (EPOLLEXCLUSIVE: one idle child wakes and takes
+it). A request on any open connection is thus served as soon as any child
+is free, in the order they arrived.
+
+Nothing here closes a connection the web server may be writing to, except
+--read-timeout: an idle connection is closed after that long, so the web
+server's own idle limit must be shorter (nginx ``keepalive_timeout`` in the
+upstream block). One that the web server closed is dropped at once.
+"""
+
+from __future__ import annotations
+
+import logging
+import selectors
+import socket
+import time
+from collections import deque
+from dataclasses import dataclass
+
+from safefcgi.process.fds import close_fds
+
+log = logging.getLogger("safefcgi.kept")
+
+QUEUE_MESSAGE = b"c"  # the ready queue's messages carry nothing but one fd
+
+
+@dataclass(eq=False)
+class IdleConnection:
+    """One kept-open connection the master holds between two requests."""
+
+    fd: int
+    since: float
+
+
+def ready_queue() -> tuple[socket.socket, socket.socket]:
+    """(master's sending end, children's receiving end) of the ready queue."""
+    send_end, receive_end = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+    send_end.setblocking(False)
+    receive_end.setblocking(False)
+    return send_end, receive_end
+
+
+def take_from_queue(queue: socket.socket) -> int | None:
+    """An fd from the ready queue, or None if a sibling took it first."""
+    try:
+        _, fds, _, _ = socket.recv_fds(queue, 16, 1)
+    except (BlockingIOError, InterruptedError):
+        return None
+    return fds[0] if fds else None
+
+
+class KeptConnections:
+    """The master's side: idle connections children handed back, and the ready queue."""
+
+    def __init__(self, selector: selectors.BaseSelector, read_timeout: float,
+                 queue: tuple[socket.socket, socket.socket] | None = None):
+        self._selector = selector
+        self.read_timeout = read_timeout
+        self.send_end, self.receive_end = queue or ready_queue()
+        self._idle: dict[int, IdleConnection] = {}
+        self._unsent: deque[int] = deque()  # readable, waiting for room in the queue
+
+    def __len__(self) -> int:
+        return len(self._idle)
+
+    def adopt(self, fd: int) -> None:
+        """Watch a connection a child handed back (the fd is ours now)."""
+        if fd in self._idle:  # cannot happen: an fd number is open once
+            log.warning("kept connection fd %d handed back twice", fd)
+            return
+        entry = IdleConnection(fd, time.monotonic())
+        self._idle[fd] = entry
+        self._selector.register(fd, selectors.EVENT_READ, entry)
+
+    def readable(self, entry: IdleConnection) -> None:
+        """The web server wrote on (or closed) an idle connection: a child takes it."""
+        self._forget(entry)
+        if _closed_by_peer(entry.fd):
+            close_fds([entry.fd])
+            return
+        self._unsent.append(entry.fd)
+        self.flush()
+
+    def flush(self) -> None:
+        """Put readable connections in the ready queue, oldest first, while it has room."""
+        while self._unsent:
+            fd = self._unsent[0]
+            try:
+                socket.send_fds(self.send_end, [QUEUE_MESSAGE], [fd])
+            except (BlockingIOError, InterruptedError):
+                return  # full: the next tick tries again
+            except OSError as exc:
+                log.error("cannot queue a kept-open connection: %s", exc)
+                return
+            self._unsent.popleft()
+            close_fds([fd])
+
+    def expire(self, now: float) -> None:
+        """Close connections idle for longer than --read-timeout."""
+        if self.read_timeout <= 0:
+            return
+        limit = now - self.read_timeout
+        for entry in [e for e in self._idle.values() if e.since <= limit]:
+            log.debug("kept-open connection idle for %g s, closed", self.read_timeout)
+            self._forget(entry)
+            close_fds([entry.fd])
+
+    def next_expiry(self) -> float | None:
+        if self.read_timeout <= 0 or not self._idle:
+            return None
+        return min(e.since for e in self._idle.values()) + self.read_timeout
+
+    def queue_readable_now(self) -> None:
+        """On stop: connections the web server has already written on go to the queue."""
+        for entry in list(self._idle.values()):
+            if _has_data(entry.fd):
+                self.readable(entry)
+
+    def held_fds(self) -> list[int]:
+        """Every fd a re-executed master must inherit: idle ones and the queue's ends."""
+        return [*self._idle, *self._unsent]
+
+    def close(self) -> None:
+        """Close what is left (the server stops): idle connections and the queue."""
+        fds = [*self._idle, *self._unsent]
+        for entry in list(self._idle.values()):
+            self._forget(entry)
+        close_fds(fds)
+        self._unsent.clear()
+        self.send_end.close()
+        self.receive_end.close()
+
+    def close_in_child(self) -> None:
+        """In a new child: drop the copies fork gave it; only the queue's receiving end stays.
+
+        A child holding a copy of an idle connection would keep it open after
+        the master closes it, and the web server would never see it end.
+        """
+        close_fds([*self._idle, *self._unsent])
+        self._idle.clear()
+        self._unsent.clear()
+        self.send_end.close()
+
+    def _forget(self, entry: IdleConnection) -> None:
+        self._idle.pop(entry.fd, None)
+        try:
+            self._selector.unregister(entry.fd)
+        except (KeyError, ValueError):
+            pass
+
+
+def _peek(fd: int) -> bytes | None:
+    """One byte of what waits on ``fd`` (b"": closed by the peer), None if nothing."""
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM, 0, fileno=fd)
+    try:
+        return sock.recv(1, socket.MSG_PEEK | socket.MSG_DONTWAIT)
+    except (BlockingIOError, InterruptedError):
+        return None
+    except OSError:
+        return b""  # reset: as good as closed
+    finally:
+        sock.detach()
+
+
+def _closed_by_peer(fd: int) -> bool:
+    return _peek(fd) == b""
+
+
+def _has_data(fd: int) -> bool:
+    return bool(_peek(fd))
