@@ -97,9 +97,9 @@ def kept_handover(handover: Handover | None) -> dict[str, object]:
     for sock in queue:
         sock.set_inheritable(False)
         sock.setblocking(False)
-    for fd in handover.kept:
+    for fd, _ in handover.kept:
         os.set_inheritable(fd, False)
-    return {"kept_fds": handover.kept, "queue": queue}
+    return {"kept": handover.kept, "queue": queue}
 
 
 def ignore_master_signals() -> None:

@@ -183,23 +183,26 @@ def serve_connection(app: FastCGIApplication, sock: socket.socket, addr: Any, *,
         connection.close()
 
 
-def serve_until_idle(app: FastCGIApplication, sock: socket.socket) -> bool:
-    """Serve the requests already sent on a connection; True when it is left open and idle.
+def serve_until_idle(app: FastCGIApplication, sock: socket.socket,
+                     served: int = 0) -> int | None:
+    """Serve the requests already sent on a connection; once it is idle and open, return
+    how many it has carried (``served`` of them before), else None: it is closed.
 
     A prefork child does not wait on a kept-open connection (FCGI_KEEP_CONN)
     for the web server's next request: that would pin the child while other
     connections wait. It serves what is there and, once the connection is
-    idle between requests, returns True so the caller can watch it with the
-    others (or pass it on). False means the connection is closed: the web
+    idle between requests, returns so the caller can watch it with the
+    others (or pass it on). None means the connection is closed: the web
     server ended it, did not ask to keep it, or it failed (logged).
     """
-    if not NODELAY_INHERITED:
+    if not NODELAY_INHERITED and not served:
         _send_small_records_at_once(sock)
     connection = Connection(app, sock)
+    connection.requests_served = served
     idle = False
     try:
         idle = _guarded(connection.serve_available) and not connection.ended
-        return idle
+        return connection.requests_served if idle else None
     finally:
         if not idle:
             connection.close()

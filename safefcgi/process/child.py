@@ -70,6 +70,7 @@ class ChildWorker:
         self.queue = queue  # kept-open connections the web server wrote on (kept.py)
         self._parked: socket.socket | None = None  # our last kept-open connection, idle
         self._parked_since = 0.0
+        self._parked_served = 0  # requests it carried (safefcgi.connection_requests)
         self.app = app
         self.channel = channel
         self.max_requests = max_requests
@@ -153,8 +154,10 @@ class ChildWorker:
                     return
                 parked = self._parked
                 if parked is not None and parked.fileno() in ready:
+                    self._pass_on(ready, (queue_fd, listener_fd))
                     self._serve(parked)
                 elif queue_fd in ready:
+                    self._pass_on(ready, (listener_fd,))
                     self._take_from_queue()
                 elif listener_fd in ready:
                     self._accept_and_serve()
@@ -285,12 +288,40 @@ class ChildWorker:
             return
         self._serve(conn)
 
+    def _pass_on(self, ready: set[int], others: tuple[int, int] | tuple[int]) -> None:
+        """Hand the master what else woke us, so that an idle sibling serves it now.
+
+        Listener and ready queue wake one idle child per arrival (EPOLLEXCLUSIVE):
+        what arrived for us while we take something else would wait for us,
+        with a sibling idle. The master puts it back in the ready queue, which
+        wakes a sibling.
+        """
+        family, type_, proto = self._listener_kind
+        if self.queue is not None and self.queue.fileno() in others \
+                and self.queue.fileno() in ready:
+            taken = take_from_queue(self.queue)
+            if taken is not None:
+                self._hand_over(socket.socket(family, type_, proto, fileno=taken[0]), taken[1])
+        if self.listener.fileno() in others and self.listener.fileno() in ready:
+            try:
+                conn, addr = accept(self.listener, self._listener_kind)
+            except OSError:  # a sibling took it, or accept failed: the loop retries
+                return
+            if self.peers is None or self.peers.admit(conn, addr):
+                self._hand_over(conn, 0)
+
+    def _hand_over(self, conn: socket.socket, served: int) -> None:
+        """Give a connection to the master, which watches it and queues it once readable."""
+        if self._master_alive:
+            self._report(ch.KEPT, fds=(conn.fileno(),), served=served)
+        conn.close()
+
     def _take_from_queue(self) -> None:
         """Serve a kept-open connection the web server wrote on, if a sibling did not take it."""
-        fd = take_from_queue(self.queue)
-        if fd is not None:
+        taken = take_from_queue(self.queue)
+        if taken is not None:
             family, type_, proto = self._listener_kind
-            self._serve(socket.socket(family, type_, proto, fileno=fd))
+            self._serve(socket.socket(family, type_, proto, fileno=taken[0]), taken[1])
 
     def _carry_on(self) -> bool:
         """After a connection: False when this child should exit now."""
@@ -304,16 +335,18 @@ class ChildWorker:
             return False
         return True
 
-    def _serve(self, conn: socket.socket) -> None:
+    def _serve(self, conn: socket.socket, served: int = 0) -> None:
         """Serve what the web server sent on ``conn``; keep it while idle if it stays open."""
         if conn is self._parked:
             self._poller.remove(conn.fileno())
             self._parked = None
+            served = self._parked_served
         else:  # busy from now on: the master watches our idle connection meanwhile
             self._let_go_of_parked()
         self.board.connected()
-        if serve_until_idle(self.app, conn):
-            self._parked, self._parked_since = conn, time.monotonic()
+        served = serve_until_idle(self.app, conn, served)
+        if served is not None:
+            self._parked, self._parked_since, self._parked_served = conn, time.monotonic(), served
             self._poller.add(conn.fileno())
 
     def _parked_timeout(self) -> float | None:
@@ -337,9 +370,10 @@ class ChildWorker:
         if conn is None:
             return
         self._poller.remove(conn.fileno())
-        if self._master_alive and not self._stop_requested:
-            self._report(ch.KEPT, fds=(conn.fileno(),))
-        conn.close()
+        if self._stop_requested:
+            conn.close()
+        else:
+            self._hand_over(conn, self._parked_served)
 
     def _serve_backlog(self) -> None:
         """On stop: take every connection already queued, let go of the listener, serve them.
@@ -352,18 +386,35 @@ class ChildWorker:
         as requests keep arriving. Kept-open connections the web server has
         already written on are served too; idle ones are closed.
         """
+        kept = []
+        if self._parked is not None and _has_data(self._parked):
+            self._poller.remove(self._parked.fileno())
+            kept.append((self._parked, self._parked_served))
+            self._parked = None
         self._let_go_of_parked()
         queued = take_backlog(self.listener, self._listener_kind)
         self.listener.close()
         family, type_, proto = self._listener_kind
-        while self.queue is not None and (fd := take_from_queue(self.queue)) is not None:
-            queued.append((socket.socket(family, type_, proto, fileno=fd), None))
+        while self.queue is not None and (taken := take_from_queue(self.queue)) is not None:
+            kept.append((socket.socket(family, type_, proto, fileno=taken[0]), taken[1]))
         for conn, addr in queued:
-            if addr is not None and self.peers is not None and not self.peers.admit(conn, addr):
-                continue
+            if self.peers is None or self.peers.admit(conn, addr):
+                kept.append((conn, 0))
+        for conn, served in kept:
             self.board.connected()
-            if serve_until_idle(self.app, conn):
+            if serve_until_idle(self.app, conn, served) is not None:
                 conn.close()
+
+
+def _has_data(conn: socket.socket) -> bool:
+    """True if the web server has sent something on ``conn`` (or closed it)."""
+    try:
+        conn.recv(1, socket.MSG_PEEK | socket.MSG_DONTWAIT)
+    except (BlockingIOError, InterruptedError):
+        return False
+    except OSError:
+        return True  # serving it reports the error
+    return True
 
 
 def _adopt_output_fds(message: ch.Message, allowed: set[int]) -> None:

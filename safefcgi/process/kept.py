@@ -38,7 +38,7 @@ from safefcgi.process.fds import close_fds
 
 log = logging.getLogger("safefcgi.kept")
 
-QUEUE_MESSAGE = b"c"  # the ready queue's messages carry nothing but one fd
+QUEUE_MESSAGE_SIZE = 32  # a queue message: one fd, and how many requests it carried
 
 
 @dataclass(eq=False)
@@ -47,6 +47,7 @@ class IdleConnection:
 
     fd: int
     since: float
+    served: int = 0  # requests it carried so far (safefcgi.connection_requests)
 
 
 def ready_queue() -> tuple[socket.socket, socket.socket]:
@@ -57,13 +58,18 @@ def ready_queue() -> tuple[socket.socket, socket.socket]:
     return send_end, receive_end
 
 
-def take_from_queue(queue: socket.socket) -> int | None:
-    """An fd from the ready queue, or None if a sibling took it first."""
+def take_from_queue(queue: socket.socket) -> tuple[int, int] | None:
+    """(fd, requests it carried) from the ready queue, or None if a sibling took it first."""
     try:
-        _, fds, _, _ = socket.recv_fds(queue, 16, 1)
+        data, fds, _, _ = socket.recv_fds(queue, QUEUE_MESSAGE_SIZE, 1)
     except (BlockingIOError, InterruptedError):
         return None
-    return fds[0] if fds else None
+    if not fds:
+        return None
+    try:
+        return fds[0], int(data)
+    except ValueError:
+        return fds[0], 0
 
 
 class KeptConnections:
@@ -75,17 +81,14 @@ class KeptConnections:
         self.read_timeout = read_timeout
         self.send_end, self.receive_end = queue or ready_queue()
         self._idle: dict[int, IdleConnection] = {}
-        self._unsent: deque[int] = deque()  # readable, waiting for room in the queue
+        self._unsent: deque[IdleConnection] = deque()  # readable, waiting for queue room
 
     def __len__(self) -> int:
         return len(self._idle)
 
-    def adopt(self, fd: int) -> None:
+    def adopt(self, fd: int, served: int = 0) -> None:
         """Watch a connection a child handed back (the fd is ours now)."""
-        if fd in self._idle:  # cannot happen: an fd number is open once
-            log.warning("kept connection fd %d handed back twice", fd)
-            return
-        entry = IdleConnection(fd, time.monotonic())
+        entry = IdleConnection(fd, time.monotonic(), served)
         self._idle[fd] = entry
         self._selector.register(fd, selectors.EVENT_READ, entry)
 
@@ -95,22 +98,22 @@ class KeptConnections:
         if _closed_by_peer(entry.fd):
             close_fds([entry.fd])
             return
-        self._unsent.append(entry.fd)
+        self._unsent.append(entry)
         self.flush()
 
     def flush(self) -> None:
         """Put readable connections in the ready queue, oldest first, while it has room."""
         while self._unsent:
-            fd = self._unsent[0]
+            entry = self._unsent[0]
             try:
-                socket.send_fds(self.send_end, [QUEUE_MESSAGE], [fd])
+                socket.send_fds(self.send_end, [b"%d" % entry.served], [entry.fd])
             except (BlockingIOError, InterruptedError):
                 return  # full: the next tick tries again
             except OSError as exc:
                 log.error("cannot queue a kept-open connection: %s", exc)
                 return
             self._unsent.popleft()
-            close_fds([fd])
+            close_fds([entry.fd])
 
     def expire(self, now: float) -> None:
         """Close connections idle for longer than --read-timeout."""
@@ -133,13 +136,13 @@ class KeptConnections:
             if _has_data(entry.fd):
                 self.readable(entry)
 
-    def held_fds(self) -> list[int]:
-        """Every fd a re-executed master must inherit: idle ones and the queue's ends."""
-        return [*self._idle, *self._unsent]
+    def held(self) -> list[tuple[int, int]]:
+        """(fd, requests carried) of every connection a re-executed master must inherit."""
+        return [(e.fd, e.served) for e in (*self._idle.values(), *self._unsent)]
 
     def close(self) -> None:
         """Close what is left (the server stops): idle connections and the queue."""
-        fds = [*self._idle, *self._unsent]
+        fds = [fd for fd, _ in self.held()]
         for entry in list(self._idle.values()):
             self._forget(entry)
         close_fds(fds)
@@ -153,7 +156,7 @@ class KeptConnections:
         A child holding a copy of an idle connection would keep it open after
         the master closes it, and the web server would never see it end.
         """
-        close_fds([*self._idle, *self._unsent])
+        close_fds([fd for fd, _ in self.held()])
         self._idle.clear()
         self._unsent.clear()
         self.send_end.close()

@@ -163,7 +163,7 @@ class PreforkMaster:
                  inherited: Sequence[InheritedChild] = (),
                  stop_accepting: Callable[[], None] | None = None,
                  ops: Operability | None = None,
-                 kept_fds: Sequence[int] = (),
+                 kept: Sequence[tuple[int, int]] = (),
                  queue: tuple[socket.socket, socket.socket] | None = None):
         self.config = config
         self.listener = listener
@@ -194,7 +194,7 @@ class PreforkMaster:
         self._status_queries: list[tuple[Child, bool]] = []
         self._drain_until: float | None = None  # --ping-drain: stop once this is reached
         self.kept: KeptConnections | None = None  # idle kept-open connections (kept.py)
-        self._inherited_kept = list(kept_fds)
+        self._inherited_kept = list(kept)
         self._inherited_queue = queue
 
     # -- lifecycle --------------------------------------------------------------------
@@ -229,8 +229,8 @@ class PreforkMaster:
         self._selector.register(self._wake_read, selectors.EVENT_READ, None)
         self.kept = KeptConnections(self._selector, self.app.limits.read_timeout,
                                     self._inherited_queue)
-        for fd in self._inherited_kept:
-            self.kept.adopt(fd)
+        for fd, served in self._inherited_kept:
+            self.kept.adopt(fd, served)
         self._inherited_kept = []
         signal.set_wakeup_fd(self._wake_write)
         for name in HANDLED_SIGNALS:
@@ -430,7 +430,7 @@ class PreforkMaster:
     def _apply(self, child: Child, message: ch.Message) -> None:
         if message.kind == ch.KEPT:  # an idle kept-open connection: we watch it now
             for fd in message.fds:
-                self.kept.adopt(fd)
+                self.kept.adopt(fd, int(message.get("served", 0)))
             return
         close_fds(message.fds)  # no other message carries fds; do not leak any
         if message.kind == ch.IDLE:  # sent once, when the child is ready
@@ -572,7 +572,7 @@ class PreforkMaster:
         # Database and cache sockets are close-on-exec: the new image starts clean.
         self.kept.flush()
         self.reloader.exec_master([(c.pid, c.channel) for c in self.children.values()],
-                                  kept=self.kept.held_fds(),
+                                  kept=self.kept.held(),
                                   queue=[self.kept.send_end, self.kept.receive_end])
         # Still here: exec failed (logged); the old code keeps serving.
         systemd.ready("reload failed; serving the previous code")

@@ -42,7 +42,7 @@ class Handover:
     unix_inode: int | None = None
     launch_dir: str = "/"
     children: list[tuple[int, int | None]] = field(default_factory=list)  # (pid, channel fd)
-    kept: list[int] = field(default_factory=list)  # idle kept-open connections
+    kept: list[tuple[int, int]] = field(default_factory=list)  # idle kept-open: fd, served
     queue: list[int] = field(default_factory=list)  # the ready queue: sending, receiving end
 
     def to_json(self) -> str:
@@ -52,6 +52,7 @@ class Handover:
     def from_json(cls, text: str) -> Handover:
         data = json.loads(text)
         data["children"] = [(int(pid), fd) for pid, fd in data.get("children", [])]
+        data["kept"] = [(int(fd), int(served)) for fd, served in data.get("kept", [])]
         return cls(**data)
 
 
@@ -97,7 +98,7 @@ class Reloader:
         return pid
 
     def exec_master(self, children: list[tuple[int, socket.socket | None]],
-                    kept: list[int] = (), queue: list[socket.socket] = ()) -> None:
+                    kept: list[tuple[int, int]] = (), queue: list[socket.socket] = ()) -> None:
         """Replace this image with a fresh one; returns only if exec failed."""
         handover = Handover(
             listener_fd=self.listener.fileno(), description=self.description,
@@ -111,7 +112,7 @@ class Reloader:
                                                  if chan is not None]
         for sock in inheritable:
             sock.set_inheritable(True)
-        for fd in kept:
+        for fd, _ in kept:
             os.set_inheritable(fd, True)
         env = {**os.environ, HANDOVER_ENV: handover.to_json()}
         env.pop(PROBE_ENV, None)
@@ -127,5 +128,5 @@ class Reloader:
             os.chdir(previous_dir)
             for sock in inheritable:
                 sock.set_inheritable(False)
-            for fd in kept:
+            for fd, _ in kept:
                 os.set_inheritable(fd, False)

@@ -1,7 +1,5 @@
 """Behaviour behind the fast paths: frozen objects before fork, kept-open connections."""
 
-import threading
-import time
 
 from safefcgi.fastcgi import client
 

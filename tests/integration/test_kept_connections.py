@@ -1,0 +1,290 @@
+"""Kept-open FastCGI connections against a small pool: 2 children, 32 connections.
+
+nginx runs the shipped server block with its upstream ``keepalive`` raised to 32;
+Apache runs mod_proxy_fcgi with ``enablereuse=on`` from a minimal configuration
+written here. 32 HTTP clients make the web server open (and keep) 32 connections
+to safefcgi, then send a mix of GET and POST while a few slow views run. No
+request may fail, and none may wait for a slow view it did not share a
+connection with: one child is always free for it.
+"""
+
+from __future__ import annotations
+
+import http.client
+import json
+import os
+import random
+import shutil
+import signal
+import tempfile
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pytest
+
+from .harness import HarnessError, Process, free_port, tail, wait_until
+from .test_web_servers import Nginx, start_safefcgi
+
+pytestmark = pytest.mark.integration
+
+CONNECTIONS = 32
+SLOW_SECONDS = 1.5
+# A fast request answered while a child was idle takes milliseconds; held behind a
+# slow view it takes SLOW_SECONDS. The bound leaves room for a machine shared with
+# other test runs, and stays well below the slow view.
+FAST_LIMIT_SECONDS = 0.8
+APACHE_MODULES = Path("/usr/lib/apache2/modules")
+SEED = int(os.environ.get("SAFEFCGI_TEST_SEED", random.randrange(2**32)))
+
+
+def nginx_keeping(base: Path, socket_path: Path, keepalive: int) -> Nginx:
+    """The shipped nginx block, with room for ``keepalive`` idle connections per worker."""
+    nginx = Nginx(base, socket_path, keep_conn=True)
+    site = base / "site.conf"
+    text = site.read_text()
+    assert "    keepalive 4;" in text, "conf/nginx.conf no longer keeps 4 connections"
+    site.write_text(text.replace("    keepalive 4;", f"    keepalive {keepalive};"))
+    main = base / "nginx.conf"
+    main.write_text(main.read_text().replace("worker_connections 64;",
+                                             "worker_connections 512;"))
+    return nginx
+
+
+class Apache:
+    """Apache httpd with mod_proxy_fcgi reusing its connections (enablereuse=on)."""
+
+    def __init__(self, base_dir: Path, socket_path: Path, max_connections: int):
+        self.base_dir = base_dir
+        self.port = free_port()
+        base_dir.mkdir(parents=True, exist_ok=True)
+        user = "User www-data\nGroup www-data\n" if os.geteuid() == 0 else ""
+        modules = "".join(f"LoadModule {name}_module {APACHE_MODULES}/mod_{name}.so\n"
+                          for name in ("mpm_event", "authz_core", "proxy", "proxy_fcgi"))
+        backend = f"unix:{socket_path}|fcgi://safefcgi/"
+        (base_dir / "httpd.conf").write_text(
+            f"ServerRoot {base_dir}\nListen 127.0.0.1:{self.port}\nServerName localhost\n"
+            f"PidFile {base_dir}/httpd.pid\nErrorLog {base_dir}/error.log\nLogLevel warn\n"
+            f"{modules}{user}DefaultRuntimeDir {base_dir}\n"
+            f"StartServers 1\nServerLimit 1\nThreadsPerChild {max_connections}\n"
+            f"MaxRequestWorkers {max_connections}\nKeepAliveTimeout 30\n"
+            f"ProxyTimeout 60\n"
+            # retry=0: one failed connection does not turn the next minute into 503s.
+            f'ProxyPass "/" "{backend}" enablereuse=on max={max_connections} retry=0\n')
+        self.process = Process("apache", ["/usr/sbin/apache2", "-DFOREGROUND",
+                                          "-f", base_dir / "httpd.conf"],
+                               base_dir / "apache.log")
+
+    def start(self) -> Apache:
+        self.process.start()
+
+        def listens() -> bool:
+            if not self.process.is_running():
+                raise HarnessError(f"apache exited:\n{tail(self.process.log_path)}\n"
+                                   f"{tail(self.base_dir / 'error.log')}")
+            try:
+                http.client.HTTPConnection("127.0.0.1", self.port, timeout=1).connect()
+            except OSError:
+                return False
+            return True
+
+        wait_until(listens, 10, "apache to listen")
+        return self
+
+    def stop(self) -> None:
+        self.process.stop()
+
+
+@pytest.fixture(params=["nginx", "apache"])
+def site(request):
+    """safefcgi with 2 children behind a web server keeping up to 32 connections open."""
+    print(f"seed {SEED} (set SAFEFCGI_TEST_SEED to repeat)")
+    # Apache's workers run as www-data: the socket's directories must let them in
+    # (pytest's own temporary directory is private to root).
+    tmp_path = Path(tempfile.mkdtemp(prefix="safefcgi-kept-"))
+    tmp_path.chmod(0o755)
+    if not os.environ.get("SAFEFCGI_KEEP_TMP"):
+        request.addfinalizer(lambda: shutil.rmtree(tmp_path, ignore_errors=True))
+    server, socket_path = start_safefcgi(
+        tmp_path / "safefcgi", "--maxchildren", "2", "--minspare", "2", "--maxspare", "2",
+        "--script-name", "/", "--socket-mode", "0666")
+    front = None
+    try:
+        if request.param == "nginx":
+            front = nginx_keeping(tmp_path / "nginx", socket_path, CONNECTIONS)
+        else:
+            front = Apache(tmp_path / "apache", socket_path, CONNECTIONS)
+        front.start()
+        yield Site(front.port, server, front)
+    finally:
+        if front is not None:
+            front.stop()
+        server.stop()
+    log = server.log()
+    assert "malformed" not in log and "internal error" not in log, log[-3000:]
+
+
+@dataclass
+class Site:
+    port: int
+    server: Process
+    front: Nginx | Apache
+
+    def check_no_errors(self, outcomes: list[Outcome]) -> None:
+        errors = [(o.method, o.path, o.error) for o in outcomes if o.error]
+        assert errors == [], (f"{len(errors)} failed of {len(outcomes)}: {errors[:5]}\n"
+                              f"{tail(self.front.base_dir / 'error.log')}\n"
+                              f"{tail(self.server.log_path)}")
+
+
+@dataclass
+class Outcome:
+    method: str
+    path: str
+    seconds: float
+    error: str | None = None
+    answer: dict = field(default_factory=dict)
+
+
+class Client:
+    """One browser: its own HTTP keep-alive connection to the web server."""
+
+    def __init__(self, port: int, number: int):
+        self.port = port
+        self.number = number
+        self.conn = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
+
+    def call(self, method: str, path: str, body: bytes | None = None) -> Outcome:
+        started = time.monotonic()
+        headers = {"Content-Type": "text/plain"} if body is not None else {}
+        try:
+            self.conn.request(method, path, body=body, headers=headers)
+            response = self.conn.getresponse()
+            data = response.read()
+        except (OSError, http.client.HTTPException) as exc:
+            self.conn.close()
+            return Outcome(method, path, time.monotonic() - started, f"{exc!r}")
+        seconds = time.monotonic() - started
+        if response.status != 200:
+            return Outcome(method, path, seconds, f"status {response.status}: {data[:200]!r}")
+        if path.startswith("/p/echo"):
+            answer = json.loads(data)
+            if answer["method"] != method or answer["body"] != (body or b"").decode():
+                return Outcome(method, path, seconds, f"wrong answer {answer}")
+            return Outcome(method, path, seconds, answer=answer)
+        return Outcome(method, path, seconds)
+
+    def mixed(self, rng: random.Random, n: int) -> Outcome:
+        if rng.random() < 0.5:
+            return self.call("GET", f"/p/echo/{self.number}/{n}")
+        body = f"client {self.number} request {n} ".encode() * rng.randint(1, 400)
+        return self.call("POST", f"/p/echo/{self.number}/{n}", body)
+
+
+def run_clients(port: int, seconds: float, slow_views: int,
+                during: callable = None) -> tuple[list[Outcome], list[Outcome]]:
+    """32 clients; client 0 runs ``slow_views`` slow views in a row, the others mixed
+    GET/POST with short random pauses, until ``seconds`` have passed (and the slow
+    ones are done). Returns (fast outcomes, slow outcomes)."""
+    clients = [Client(port, n) for n in range(CONNECTIONS)]
+    # Open every connection at once: each request needs its own upstream connection,
+    # so the web server opens CONNECTIONS of them and keeps them.
+    barrier = threading.Barrier(CONNECTIONS)
+    fast: list[Outcome] = []
+    slow: list[Outcome] = []
+    deadline = time.monotonic() + seconds
+
+    def slow_client(client: Client) -> None:
+        barrier.wait()
+        for _ in range(slow_views):
+            slow.append(client.call("GET", f"/sleep?seconds={SLOW_SECONDS}"))
+
+    def fast_client(client: Client) -> None:
+        rng = random.Random(SEED + client.number)
+        barrier.wait()
+        n = 0
+        while time.monotonic() < deadline:
+            fast.append(client.mixed(rng, n))
+            n += 1
+            time.sleep(rng.uniform(0.05, 0.3))
+
+    threads = [threading.Thread(target=slow_client if c.number == 0 else fast_client,
+                                args=(c,)) for c in clients]
+    for thread in threads:
+        thread.start()
+    if during is not None:
+        during()
+    for thread in threads:
+        thread.join(seconds + 60)
+    for client in clients:
+        client.conn.close()
+    return fast, slow
+
+
+def warm_up(port: int) -> None:
+    """Make the web server open CONNECTIONS connections at once (each request its own)."""
+    clients = [Client(port, n) for n in range(CONNECTIONS)]
+    outcomes: list[Outcome] = []
+    threads = [threading.Thread(target=lambda c=c: outcomes.append(
+        c.call("GET", "/sleep?seconds=0.05"))) for c in clients]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(60)
+    for client in clients:
+        client.conn.close()
+    assert [o.error for o in outcomes if o.error] == []
+    assert len(outcomes) == CONNECTIONS
+
+
+def test_requests_on_any_kept_connection_never_wait_behind_a_slow_view(site):
+    port = site.port
+    warm_up(port)
+    fast, slow = run_clients(port, seconds=4.0, slow_views=3)
+    site.check_no_errors(fast + slow)
+    assert len(slow) == 3 and min(o.seconds for o in slow) >= SLOW_SECONDS
+    assert len(fast) > 200, len(fast)
+    assert {o.method for o in fast} == {"GET", "POST"}
+    # The web server did keep its connections: later requests came on used ones.
+    assert max(o.answer["connection_requests"] for o in fast) > 5
+    waited = sorted((o.seconds for o in fast), reverse=True)
+    assert waited[0] < FAST_LIMIT_SECONDS, \
+        f"a request waited {waited[0]:.3f} s while a child was idle (top: {waited[:5]})"
+
+
+def test_sighup_with_kept_connections_fails_no_request(site):
+    port, server = site.port, site.server
+    warm_up(port)
+    before = {o.answer["pid"] for o in run_clients(port, seconds=1.0, slow_views=0)[0]}
+
+    def reload_twice() -> None:
+        time.sleep(1.0)
+        server.send_signal(signal.SIGHUP)
+        time.sleep(2.5)
+        server.send_signal(signal.SIGHUP)
+
+    fast, slow = run_clients(port, seconds=6.0, slow_views=2, during=reload_twice)
+    site.check_no_errors(fast + slow)
+    after = {o.answer["pid"] for o in run_clients(port, seconds=1.0, slow_views=0)[0]}
+    assert after and not after & before, "the children were not replaced"
+    assert "closed" not in "".join(line for line in server.log().splitlines()
+                                   if "kept-open" in line)
+
+
+def test_graceful_stop_serves_what_was_sent_on_kept_connections(site):
+    port, server = site.port, site.server
+    warm_up(port)
+    outcomes: list[Outcome] = []
+    clients = [Client(port, n) for n in range(6)]
+    threads = [threading.Thread(target=lambda c=c: outcomes.append(
+        c.call("GET", f"/sleep?seconds={SLOW_SECONDS}"))) for c in clients]
+    for thread in threads:
+        thread.start()
+    time.sleep(0.5)  # two run, four wait on their kept connections
+    server.send_signal(signal.SIGTERM)
+    for thread in threads:
+        thread.join(60)
+    assert server.wait(30), "safefcgi did not stop"
+    site.check_no_errors(outcomes)
+    assert len(outcomes) == 6
