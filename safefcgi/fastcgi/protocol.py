@@ -286,15 +286,15 @@ class Connection:
         self.ended = True
 
     def _next_record_if_sent(self) -> Record | None | bool:
-        """The next record if the web server has started one; False if it is idle; None: EOF."""
+        """The next record if part of it is buffered already; False: idle between requests.
+
+        Nothing is read from the socket to find out: the web server sends its
+        next request only after it has read our response, so a recv() here
+        would almost always come back empty. Whoever watches the idle
+        connection sees the next request (or the close) arrive.
+        """
         if not self.reader.buffered:
-            try:
-                data = self.sock.recv(RECV_SIZE, socket.MSG_DONTWAIT)
-            except BlockingIOError:
-                return False
-            if not data:
-                return None
-            self.reader.feed(data)
+            return False
         return self.read_record(between_requests=True)
 
     def _configure_socket(self) -> None:

@@ -28,7 +28,8 @@ upstream block). One that the web server closed is dropped at once.
 from __future__ import annotations
 
 import logging
-import selectors
+import os
+import select
 import socket
 import time
 from collections import deque
@@ -73,32 +74,46 @@ def take_from_queue(queue: socket.socket) -> tuple[int, int] | None:
 
 
 class KeptConnections:
-    """The master's side: idle connections children handed back, and the ready queue."""
+    """The master's side: idle connections children handed back, and the ready queue.
 
-    def __init__(self, selector: selectors.BaseSelector, read_timeout: float,
+    The idle connections sit in an epoll set of their own, whose fd the
+    master's loop watches: one wake-up hands on every connection written on
+    since, without the selectors module's bookkeeping per connection.
+    """
+
+    def __init__(self, read_timeout: float,
                  queue: tuple[socket.socket, socket.socket] | None = None):
-        self._selector = selector
         self.read_timeout = read_timeout
         self.send_end, self.receive_end = queue or ready_queue()
+        self._epoll = select.epoll()
+        # In the order they became idle (dicts keep it): the first expires first.
         self._idle: dict[int, IdleConnection] = {}
         self._unsent: deque[IdleConnection] = deque()  # readable, waiting for queue room
 
     def __len__(self) -> int:
         return len(self._idle)
 
+    def fileno(self) -> int:
+        """Readable when the web server wrote on (or closed) an idle connection."""
+        return self._epoll.fileno()
+
     def adopt(self, fd: int, served: int = 0) -> None:
         """Watch a connection a child handed back (the fd is ours now)."""
-        entry = IdleConnection(fd, time.monotonic(), served)
-        self._idle[fd] = entry
-        self._selector.register(fd, selectors.EVENT_READ, entry)
+        self._idle[fd] = IdleConnection(fd, time.monotonic(), served)
+        self._epoll.register(fd, select.EPOLLIN | select.EPOLLRDHUP)
 
-    def readable(self, entry: IdleConnection) -> None:
-        """The web server wrote on (or closed) an idle connection: a child takes it."""
-        self._forget(entry)
-        if _closed_by_peer(entry.fd):
-            close_fds([entry.fd])
-            return
-        self._unsent.append(entry)
+    def hand_on(self) -> None:
+        """Queue every idle connection the web server wrote on; drop those it closed."""
+        for fd, events in self._epoll.poll(0):
+            entry = self._idle.pop(fd, None)
+            self._epoll.unregister(fd)
+            if entry is None:
+                continue
+            if events & (select.EPOLLRDHUP | select.EPOLLHUP | select.EPOLLERR) \
+                    and _closed_by_peer(fd):
+                os.close(fd)
+                continue
+            self._unsent.append(entry)
         self.flush()
 
     def flush(self) -> None:
@@ -113,28 +128,30 @@ class KeptConnections:
                 log.error("cannot queue a kept-open connection: %s", exc)
                 return
             self._unsent.popleft()
-            close_fds([entry.fd])
+            os.close(entry.fd)
 
     def expire(self, now: float) -> None:
         """Close connections idle for longer than --read-timeout."""
         if self.read_timeout <= 0:
             return
         limit = now - self.read_timeout
-        for entry in [e for e in self._idle.values() if e.since <= limit]:
+        while self._idle:
+            entry = next(iter(self._idle.values()))
+            if entry.since > limit:
+                return
             log.debug("kept-open connection idle for %g s, closed", self.read_timeout)
-            self._forget(entry)
-            close_fds([entry.fd])
+            del self._idle[entry.fd]
+            self._epoll.unregister(entry.fd)
+            os.close(entry.fd)
 
     def next_expiry(self) -> float | None:
         if self.read_timeout <= 0 or not self._idle:
             return None
-        return min(e.since for e in self._idle.values()) + self.read_timeout
+        return next(iter(self._idle.values())).since + self.read_timeout
 
     def queue_readable_now(self) -> None:
-        """On stop: connections the web server has already written on go to the queue."""
-        for entry in list(self._idle.values()):
-            if _has_data(entry.fd):
-                self.readable(entry)
+        """On stop: what the web server has already written on goes to the queue now."""
+        self.hand_on()
 
     def held(self) -> list[tuple[int, int]]:
         """(fd, requests carried) of every connection a re-executed master must inherit."""
@@ -142,11 +159,10 @@ class KeptConnections:
 
     def close(self) -> None:
         """Close what is left (the server stops): idle connections and the queue."""
-        fds = [fd for fd, _ in self.held()]
-        for entry in list(self._idle.values()):
-            self._forget(entry)
-        close_fds(fds)
+        close_fds([fd for fd, _ in self.held()])
+        self._idle.clear()
         self._unsent.clear()
+        self._epoll.close()
         self.send_end.close()
         self.receive_end.close()
 
@@ -159,14 +175,8 @@ class KeptConnections:
         close_fds([fd for fd, _ in self.held()])
         self._idle.clear()
         self._unsent.clear()
+        self._epoll.close()
         self.send_end.close()
-
-    def _forget(self, entry: IdleConnection) -> None:
-        self._idle.pop(entry.fd, None)
-        try:
-            self._selector.unregister(entry.fd)
-        except (KeyError, ValueError):
-            pass
 
 
 def _peek(fd: int) -> bytes | None:
@@ -186,5 +196,3 @@ def _closed_by_peer(fd: int) -> bool:
     return _peek(fd) == b""
 
 
-def _has_data(fd: int) -> bool:
-    return bool(_peek(fd))

@@ -38,7 +38,7 @@ from safefcgi.process import systemd, titles
 from safefcgi.process.child import BLOCKED_UNTIL_HANDLED, ChildWorker
 from safefcgi.process.daemon import redirect_output
 from safefcgi.process.fds import close_fds, drain, flush_std_streams
-from safefcgi.process.kept import IdleConnection, KeptConnections
+from safefcgi.process.kept import KeptConnections
 from safefcgi.process.peers import PeerFilter
 from safefcgi.process.privileges import Identity, drop_privileges
 from safefcgi.process.reload import Reloader
@@ -227,8 +227,8 @@ class PreforkMaster:
             os.set_inheritable(fd, False)
         self._selector = selectors.DefaultSelector()
         self._selector.register(self._wake_read, selectors.EVENT_READ, None)
-        self.kept = KeptConnections(self._selector, self.app.limits.read_timeout,
-                                    self._inherited_queue)
+        self.kept = KeptConnections(self.app.limits.read_timeout, self._inherited_queue)
+        self._selector.register(self.kept, selectors.EVENT_READ, self.kept)
         for fd, served in self._inherited_kept:
             self.kept.adopt(fd, served)
         self._inherited_kept = []
@@ -241,10 +241,10 @@ class PreforkMaster:
         signal.set_wakeup_fd(-1)
         for signum, handler in self._previous_handlers.items():
             signal.signal(signum, handler)
-        if self.kept is not None:
-            self.kept.close()
         if self._selector is not None:
             self._selector.close()
+        if self.kept is not None:
+            self.kept.close()
         os.close(self._wake_read)
         os.close(self._wake_write)
 
@@ -289,8 +289,8 @@ class PreforkMaster:
         for key, _ in self._selector.select(timeout):
             if key.data is None:
                 drain(self._wake_read)
-            elif isinstance(key.data, IdleConnection):
-                self.kept.readable(key.data)
+            elif key.data is self.kept:
+                self.kept.hand_on()
             else:
                 self._read_status(key.data)
         self.kept.flush()
