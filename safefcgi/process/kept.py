@@ -89,6 +89,7 @@ class KeptConnections:
         # In the order they became idle (dicts keep it): the first expires first.
         self._idle: dict[int, IdleConnection] = {}
         self._unsent: deque[IdleConnection] = deque()  # readable, waiting for queue room
+        self.stopping = False
 
     def __len__(self) -> int:
         return len(self._idle)
@@ -99,6 +100,9 @@ class KeptConnections:
 
     def adopt(self, fd: int, served: int = 0) -> None:
         """Watch a connection a child handed back (the fd is ours now)."""
+        if self.stopping:
+            os.close(fd)
+            return
         self._idle[fd] = IdleConnection(fd, time.monotonic(), served)
         self._epoll.register(fd, select.EPOLLIN | select.EPOLLRDHUP)
 
@@ -149,9 +153,21 @@ class KeptConnections:
             return None
         return next(iter(self._idle.values())).since + self.read_timeout
 
-    def queue_readable_now(self) -> None:
-        """On stop: what the web server has already written on goes to the queue now."""
+    def stop(self) -> None:
+        """On a graceful stop: queue what the web server has already written on, close the rest.
+
+        Closed now rather than when the server exits: the web server sees
+        the close while the connection is idle, drops it, and sends its next
+        requests elsewhere (to another host, or a refused connection it can
+        retry) instead of writing them on a connection nobody will serve.
+        Connections children hand back from now on are closed too.
+        """
         self.hand_on()
+        self.stopping = True
+        for fd in list(self._idle):
+            self._epoll.unregister(fd)
+            os.close(fd)
+        self._idle.clear()
 
     def held(self) -> list[tuple[int, int]]:
         """(fd, requests carried) of every connection a re-executed master must inherit."""

@@ -733,8 +733,8 @@ class PreforkMaster:
             self._kill_all(signal.SIGKILL)
         else:
             # Requests the web server already sent on kept-open connections are
-            # served like the listener's backlog.
-            self.kept.queue_readable_now()
+            # served like the listener's backlog; idle ones are closed.
+            self.kept.stop()
             # SIGTERM, not a closed channel: a stopping child drains the backlog first.
             self._kill_all(signal.SIGTERM)
         deadline = time.monotonic() + self.config.graceful_timeout
