@@ -24,8 +24,11 @@ from pathlib import Path
 
 import pytest
 
-from .harness import HarnessError, Process, free_port, tail, wait_until
-from .test_web_servers import Nginx, start_safefcgi
+from tests.support.ports import free_tcp_port
+from tests.support.processes import HarnessError, Process, alive, tail
+from tests.support.servers import fixturesite_argv
+from tests.support.waiting import wait_until
+from tests.support.webservers import FrontServer, Nginx
 
 pytestmark = pytest.mark.integration
 
@@ -35,6 +38,7 @@ SLOW_SECONDS = 1.5
 # slow view it takes SLOW_SECONDS. The bound leaves room for a machine shared with
 # other test runs, and stays well below the slow view.
 FAST_LIMIT_SECONDS = 0.8
+APACHE = "/usr/sbin/apache2"
 APACHE_MODULES = Path("/usr/lib/apache2/modules")
 SEED = int(os.environ.get("SAFEFCGI_TEST_SEED", random.randrange(2**32)))
 
@@ -52,48 +56,52 @@ def nginx_keeping(base: Path, socket_path: Path, keepalive: int) -> Nginx:
     return nginx
 
 
-class Apache:
-    """Apache httpd with mod_proxy_fcgi reusing its connections (enablereuse=on)."""
+class Apache(FrontServer):
+    """Apache httpd with mod_proxy_fcgi reusing its connections (enablereuse=on).
+
+    A minimal configuration written here, from Debian's apache2 modules.
+    """
 
     def __init__(self, base_dir: Path, socket_path: Path, max_connections: int):
-        self.base_dir = base_dir
-        self.port = free_port()
         base_dir.mkdir(parents=True, exist_ok=True)
+        self.base_dir = base_dir
+        self.port = free_tcp_port()
+        self.error_log = base_dir / "error.log"
         user = "User www-data\nGroup www-data\n" if os.geteuid() == 0 else ""
         modules = "".join(f"LoadModule {name}_module {APACHE_MODULES}/mod_{name}.so\n"
                           for name in ("mpm_event", "authz_core", "proxy", "proxy_fcgi"))
         backend = f"unix:{socket_path}|fcgi://safefcgi/"
         (base_dir / "httpd.conf").write_text(
             f"ServerRoot {base_dir}\nListen 127.0.0.1:{self.port}\nServerName localhost\n"
-            f"PidFile {base_dir}/httpd.pid\nErrorLog {base_dir}/error.log\nLogLevel warn\n"
+            f"PidFile {base_dir}/httpd.pid\nErrorLog {self.error_log}\nLogLevel warn\n"
             f"{modules}{user}DefaultRuntimeDir {base_dir}\n"
             f"StartServers 1\nServerLimit 1\nThreadsPerChild {max_connections}\n"
-            f"MaxRequestWorkers {max_connections}\nKeepAliveTimeout 30\n"
-            f"ProxyTimeout 60\n"
+            f"MaxRequestWorkers {max_connections}\nKeepAliveTimeout 30\nProxyTimeout 60\n"
             # retry=0: one failed connection does not turn the next minute into 503s.
             f'ProxyPass "/" "{backend}" enablereuse=on max={max_connections} retry=0\n')
-        self.process = Process("apache", ["/usr/sbin/apache2", "-DFOREGROUND",
-                                          "-f", base_dir / "httpd.conf"],
+        self.process = Process("apache", [APACHE, "-DFOREGROUND", "-f", base_dir / "httpd.conf"],
                                base_dir / "apache.log")
 
-    def start(self) -> Apache:
-        self.process.start()
 
-        def listens() -> bool:
-            if not self.process.is_running():
-                raise HarnessError(f"apache exited:\n{tail(self.process.log_path)}\n"
-                                   f"{tail(self.base_dir / 'error.log')}")
-            try:
-                http.client.HTTPConnection("127.0.0.1", self.port, timeout=1).connect()
-            except OSError:
-                return False
-            return True
-
-        wait_until(listens, 10, "apache to listen")
-        return self
-
-    def stop(self) -> None:
-        self.process.stop()
+def start_safefcgi(base_dir: Path, *options: str) -> Process:
+    """The fixture site behind a unix socket others may connect to (Apache's workers)."""
+    base_dir.mkdir(parents=True, exist_ok=True)
+    socket_path = base_dir / "fcgi.sock"
+    hook_log = base_dir / "hooks.log"
+    hook_log.touch()
+    process = Process("safefcgi", fixturesite_argv(socket_path, "--socket-mode", "0666",
+                                                   *options),
+                      base_dir / "server.log",
+                      env={**os.environ, "FIXTURESITE_HOOK_LOG": str(hook_log)}).start()
+    try:
+        wait_until(lambda: socket_path.exists() or not process.is_running(), 30,
+                   "safefcgi to create its socket")
+        if not process.is_running():
+            raise HarnessError("safefcgi exited:\n" + tail(process.log_path))
+    except BaseException:
+        process.stop()
+        raise
+    return process
 
 
 @pytest.fixture(params=["nginx", "apache"])
@@ -106,9 +114,9 @@ def site(request):
     tmp_path.chmod(0o755)
     if not os.environ.get("SAFEFCGI_KEEP_TMP"):
         request.addfinalizer(lambda: shutil.rmtree(tmp_path, ignore_errors=True))
-    server, socket_path = start_safefcgi(
-        tmp_path / "safefcgi", "--maxchildren", "2", "--minspare", "2", "--maxspare", "2",
-        "--script-name", "/", "--socket-mode", "0666")
+    server = start_safefcgi(tmp_path / "safefcgi", "--maxchildren", "2", "--minspare", "2",
+                            "--maxspare", "2", "--script-name", "/")
+    socket_path = tmp_path / "safefcgi" / "fcgi.sock"
     front = None
     try:
         if request.param == "nginx":
@@ -134,7 +142,7 @@ class Site:
     def check_no_errors(self, outcomes: list[Outcome]) -> None:
         errors = [(o.method, o.path, o.error) for o in outcomes if o.error]
         assert errors == [], (f"{len(errors)} failed of {len(outcomes)}: {errors[:5]}\n"
-                              f"{tail(self.front.base_dir / 'error.log', 10)}\n"
+                              f"{tail(self.front.error_log, 10)}\n"
                               f"{_without_sleeps(self.server.log())}")
 
 
@@ -226,14 +234,6 @@ def run_clients(port: int, seconds: float, slow_views: int,
     return fast, slow
 
 
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    return True
-
-
 def warm_up(port: int) -> None:
     """Make the web server open CONNECTIONS connections at once (each request its own)."""
     clients = [Client(port, n) for n in range(CONNECTIONS)]
@@ -279,7 +279,7 @@ def test_sighup_with_kept_connections_fails_no_request(site):
     fast, slow = run_clients(port, seconds=6.0, slow_views=2, during=reload_twice)
     site.check_no_errors(fast + slow)
     # On a busy machine a reload can outlast the load: wait for the old children.
-    wait_until(lambda: not any(_alive(pid) for pid in before), 30,
+    wait_until(lambda: not any(alive(pid) for pid in before), 30,
                "the children from before the reload to exit")
     after = {o.answer["pid"] for o in run_clients(port, seconds=1.0, slow_views=0)[0]}
     assert after and not after & before, "the children were not replaced"
