@@ -1,10 +1,23 @@
 import logging
+import os
+from importlib import import_module
 
 from django.apps import AppConfig
 from django.conf import settings
 from django.db import connection
+from django.db.backends.signals import connection_created
 
 logger = logging.getLogger(__name__)
+
+
+def remember_opener(sender, connection, **kwargs) -> None:
+    """Note which process opened (or took from a pool) the connection Django now holds.
+
+    A server process that answers over a connection it did not open inherited
+    it across fork. Kept on Django's wrapper: sqlite3 connections take no
+    attributes and no weak references.
+    """
+    connection.example_opened_by = os.getpid()
 
 
 class NotesConfig(AppConfig):
@@ -12,6 +25,7 @@ class NotesConfig(AppConfig):
     default_auto_field = "django.db.models.BigAutoField"
 
     def ready(self) -> None:
+        connection_created.connect(remember_opener, dispatch_uid="notes.remember_opener")
         # Real projects do this by accident: a cache warm-up or a settings
         # lookup that touches the database while the app is imported.  Under
         # a prefork server the query runs in the master, so the connection it
@@ -22,3 +36,8 @@ class NotesConfig(AppConfig):
                 cursor.execute("SELECT 1")
                 cursor.fetchone()
             logger.info("queried the database while the app was loading")
+        # The same with the session store (a cache when sessions live in Redis).
+        if settings.IMPORT_TIME_SESSION:
+            store = import_module(settings.SESSION_ENGINE).SessionStore
+            store().exists("warm-up")
+            logger.info("looked a session up while the app was loading")

@@ -10,6 +10,8 @@ import os
 import time
 
 from django.contrib.auth import authenticate, login
+from django.core.cache import caches
+from django.core.cache.backends.redis import RedisCache
 from django.db import connection
 from django.http import HttpRequest, HttpResponse, HttpResponseBadRequest, JsonResponse
 from django.shortcuts import render
@@ -17,6 +19,9 @@ from django.views.decorators.csrf import csrf_exempt
 from django.views.decorators.http import require_GET, require_POST
 
 from .models import Note
+
+# How each database names the server session a connection talks to.
+BACKEND_ID_QUERIES = {"postgresql": "SELECT pg_backend_pid()", "mysql": "SELECT CONNECTION_ID()"}
 
 
 @require_GET
@@ -61,7 +66,11 @@ def whoami(request: HttpRequest) -> HttpResponse:
 
 @require_GET
 def query(request: HttpRequest) -> HttpResponse:
-    """Echo ``token`` through the database, with the database backend that answered."""
+    """Echo ``token`` through the database, with the server session that answered.
+
+    ``opened_by`` is the process that opened the connection: another one than
+    ``pid`` means the connection was inherited across fork.
+    """
     token = request.GET.get("token")
     if not token:
         return HttpResponseBadRequest("token is required\n", content_type="text/plain")
@@ -69,10 +78,29 @@ def query(request: HttpRequest) -> HttpResponse:
         cursor.execute("SELECT %s", [token])
         (echoed,) = cursor.fetchone()
         backend = None
-        if connection.vendor == "postgresql":
-            cursor.execute("SELECT pg_backend_pid()")
+        if connection.vendor in BACKEND_ID_QUERIES:
+            cursor.execute(BACKEND_ID_QUERIES[connection.vendor])
             (backend,) = cursor.fetchone()
-    return JsonResponse({"token": echoed, "backend": backend, "pid": os.getpid()})
+    return JsonResponse({"token": echoed, "backend": backend,
+                         "opened_by": getattr(connection, "example_opened_by", None),
+                         "pid": os.getpid()})
+
+
+@require_GET
+def cache_echo(request: HttpRequest) -> HttpResponse:
+    """Echo ``token`` through the cache, with the Redis client id that answered (if Redis)."""
+    token = request.GET.get("token")
+    if not token:
+        return HttpResponseBadRequest("token is required\n", content_type="text/plain")
+    key = f"echo-{token}"
+    backend = caches["default"]
+    backend.set(key, token, 60)
+    echoed = backend.get(key)
+    client = None
+    if isinstance(backend, RedisCache):
+        # The private client Django keeps: the connection the two calls above used.
+        client = backend._cache.get_client(key, write=True).client_id()
+    return JsonResponse({"token": echoed, "client": client, "pid": os.getpid()})
 
 
 @csrf_exempt

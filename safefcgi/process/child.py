@@ -13,7 +13,8 @@ idle; before it serves anything else, it hands that connection back to the
 master, which watches it from then on.
 
 A ``retire`` message, or EOF on the channel (the master died), means this
-child is no longer wanted: it finishes the request in hand and exits.
+child is no longer wanted: it finishes the request in hand, serves what is
+queued, hands its idle kept-open connection to the master and exits.
 SIGTERM means the whole server stops: the child first serves the connections
 already waiting in the listen backlog, so none that the kernel accepted is
 dropped, then exits.
@@ -21,26 +22,23 @@ dropped, then exits.
 
 from __future__ import annotations
 
-import json
 import logging
 import os
-import select
 import signal
 import socket
 import time
 from typing import TYPE_CHECKING, Any
 
-from safefcgi.fastcgi.protocol import FastCGIApplication, prepare_listener, serve_until_idle
+from safefcgi.fastcgi.protocol import FastCGIApplication, serve_until_idle
 from safefcgi.ops.operability import request_path
 from safefcgi.process import channel as ch
-from safefcgi.process import titles
+from safefcgi.process import signals, statusquery, titles, worker
 from safefcgi.process.fds import close_fds, drain
 from safefcgi.process.kept import take_from_queue
 from safefcgi.process.peers import PeerFilter
 from safefcgi.process.polling import (
     Poller,
     accept,
-    listener_kind,
     pause_after_accept_error,
     take_backlog,
 )
@@ -70,9 +68,10 @@ class ChildWorker:
         self.queue = queue  # kept-open connections the web server wrote on (kept.py)
         self._parked: socket.socket | None = None  # our last kept-open connection, idle
         self._parked_since = 0.0
+        self._parked_served = 0  # requests it carried (safefcgi.connection_requests)
         self._exclusive: set[int] = set()  # listener and ready queue
         self._ready_next: set[int] | None = None  # what the loop handles next, already polled
-        self._parked_served = 0  # requests it carried (safefcgi.connection_requests)
+        self._server_stopping = False  # SIGTERM: idle kept-open connections are closed
         self.app = app
         self.channel = channel
         self.max_requests = max_requests
@@ -98,10 +97,7 @@ class ChildWorker:
         they are unblocked here, so one that arrived meanwhile acts now.
         Returns the read end of the wake-up pipe the handlers write to.
         """
-        wake_read, wake_write = os.pipe()
-        os.set_blocking(wake_read, False)
-        os.set_blocking(wake_write, False)
-        signal.set_wakeup_fd(wake_write)
+        wake_read, _ = signals.wakeup_pipe()
         signal.signal(signal.SIGTERM, self._on_term)
         # Ctrl-C reaches the whole process group; the master coordinates the stop.
         signal.signal(signal.SIGINT, signal.SIG_IGN)
@@ -119,18 +115,15 @@ class ChildWorker:
         return wake_read
 
     def _on_term(self, signum: int, frame: Any) -> None:
-        self._stop_requested = True
+        self._stop_requested = self._server_stopping = True
 
     def serve(self) -> None:
         """Serve until the master says stop, or max_requests is reached."""
         if self._wake_fd < 0:  # the master installs them before the after-fork hooks
             self.install_signal_handlers()
         wake_fd = self._wake_fd
-        self.listener.setblocking(False)
-        prepare_listener(self.listener)
-        self._listener_kind = listener_kind(self.listener)
-        if self.ops:  # operator pages and the access log around the application
-            self.app.application = self.ops.wrap(self.app.application, self)
+        self._listener_kind = worker.prepare_listener(self.listener)
+        worker.add_pages(self.app, self.ops, self)
         self.app.observer = self  # request_started() / request_finished()
         titles.child_idle()
         listener_fd, channel_fd = self.listener.fileno(), self.channel.fileno()
@@ -151,10 +144,15 @@ class ChildWorker:
                 if wake_fd in ready:
                     drain(wake_fd)
                 if channel_fd in ready and not self._read_channel():
-                    log.debug("master closed our channel, exiting")
-                    return
+                    log.debug("retired, or the master closed our channel: leaving")
+                    self._stop_requested = True
                 if self._stop_requested:
-                    self._serve_backlog()
+                    # Out of the listener's and the queue's wake-ups first: what the
+                    # kernel woke us for is then in what we take, never left behind
+                    # with every sibling asleep.
+                    parked = self._take_parked()
+                    poller.close()
+                    self._serve_backlog(parked)
                     return
                 parked = self._parked
                 if parked is not None and parked.fileno() in ready:
@@ -200,31 +198,6 @@ class ChildWorker:
         else:
             close_fds(message.fds)
 
-    def ask_master(self, kind: str, timeout: float, **fields: Any) -> ch.Message | None:
-        """Send ``kind`` and wait for the master's answer of the same kind (None: none came).
-
-        Other messages arriving meanwhile are acted on as usual.
-        """
-        if not self._report(kind, **fields):
-            return None
-        deadline = time.monotonic() + timeout
-        while (remaining := deadline - time.monotonic()) > 0:
-            readable, _, _ = select.select([self.channel], [], [], remaining)
-            if not readable:
-                break
-            try:
-                message = ch.receive(self.channel, socket.MSG_DONTWAIT)
-            except (BlockingIOError, InterruptedError):
-                continue
-            except ch.ChannelClosed:
-                self._master_alive = False
-                return None
-            if message is not None and message.kind == kind:
-                return message
-            if message is not None:
-                self._handle_message(message)
-        return None
-
     # -- what the operator's pages ask (ops.PoolView) ------------------------------------
 
     @property
@@ -233,16 +206,14 @@ class ChildWorker:
 
     def pool_status(self, full: bool) -> dict[str, Any] | None:
         """The master's status numbers (it reads every channel before it answers)."""
-        reply = self.ask_master(ch.STATUS, STATUS_REPLY_SECONDS, full=full)
-        if reply is None or not reply.fds:
+        if not self._master_alive:
             return None
         try:
-            return json.loads(_read_whole(reply.fds[0]))
-        except ValueError:
-            log.warning("the master's status answer is not JSON")
+            return statusquery.ask(self.channel, full, STATUS_REPLY_SECONDS,
+                                   self._handle_message)
+        except ch.ChannelClosed:
+            self._master_alive = False
             return None
-        finally:
-            close_fds(reply.fds)
 
     def _report(self, kind: str, **fields: Any) -> bool:
         if not self._master_alive:
@@ -288,9 +259,8 @@ class ChildWorker:
         except OSError as exc:
             pause_after_accept_error(exc)
             return
-        if self.peers is not None and not self.peers.admit(conn, addr):
-            return
-        self._serve(conn)
+        if worker.admitted(self.peers, conn, addr):
+            self._serve(conn)
 
     def _pass_on(self, ready: set[int], others: tuple[int, int] | tuple[int]) -> None:
         """Hand the master what else woke us, so that an idle sibling serves it now.
@@ -311,7 +281,7 @@ class ChildWorker:
                 conn, addr = accept(self.listener, self._listener_kind)
             except OSError:  # a sibling took it, or accept failed: the loop retries
                 return
-            if self.peers is None or self.peers.admit(conn, addr):
+            if worker.admitted(self.peers, conn, addr):
                 self._hand_over(conn, 0)
 
     def _hand_over(self, conn: socket.socket, served: int) -> None:
@@ -376,19 +346,29 @@ class ChildWorker:
             self._poller.remove(conn.fileno())
             conn.close()
 
-    def _let_go_of_parked(self) -> None:
-        """Hand our idle kept-open connection to the master (closed only if it is gone)."""
+    def _take_parked(self) -> tuple[socket.socket, int] | None:
+        """Our idle kept-open connection, out of our poll set, with the requests it carried."""
         conn, self._parked = self._parked, None
         if conn is None:
-            return
+            return None
         self._poller.remove(conn.fileno())
-        if self._stop_requested:
+        return conn, self._parked_served
+
+    def _let_go_of_parked(self) -> None:
+        """Hand our idle kept-open connection to the master (closed if the server stops)."""
+        parked = self._take_parked()
+        if parked is not None:
+            self._put_down(*parked)
+
+    def _put_down(self, conn: socket.socket, served: int) -> None:
+        """An idle kept-open connection we are done with: the master's, unless all stops."""
+        if self._server_stopping:
             conn.close()
         else:
-            self._hand_over(conn, self._parked_served)
+            self._hand_over(conn, served)
 
-    def _serve_backlog(self) -> None:
-        """On stop: take every connection already queued, let go of the listener, serve them.
+    def _serve_backlog(self, parked: tuple[socket.socket, int] | None) -> None:
+        """On stop or retirement: take what is queued, let go of the listener, serve it.
 
         Taking the queue first and closing our copy of the listening socket
         before serving matters on TCP: once every process has closed its
@@ -396,26 +376,38 @@ class ChildWorker:
         over several hosts moves on at once. Serving while still listening
         would let new connections queue behind a stopping server for as long
         as requests keep arriving. Kept-open connections the web server has
-        already written on are served too; idle ones are closed.
+        already written on are served too; idle ones go to the master, or
+        are closed when the whole server stops.
         """
         kept = []
-        if self._parked is not None and _has_data(self._parked):
-            self._poller.remove(self._parked.fileno())
-            kept.append((self._parked, self._parked_served))
-            self._parked = None
-        self._let_go_of_parked()
+        if parked is not None and _has_data(parked[0]):
+            kept.append(parked)
+        elif parked is not None:
+            self._put_down(*parked)
         queued = take_backlog(self.listener, self._listener_kind)
         self.listener.close()
         family, type_, proto = self._listener_kind
         while self.queue is not None and (taken := take_from_queue(self.queue)) is not None:
             kept.append((socket.socket(family, type_, proto, fileno=taken[0]), taken[1]))
         for conn, addr in queued:
-            if self.peers is None or self.peers.admit(conn, addr):
+            if worker.admitted(self.peers, conn, addr):
                 kept.append((conn, 0))
         for conn, served in kept:
             self.board.connected()
-            if serve_until_idle(self.app, conn, served) is not None:
-                conn.close()
+            served = serve_until_idle(self.app, conn, served)
+            if served is not None:
+                self._put_down(conn, served)
+
+
+def _has_data(conn: socket.socket) -> bool:
+    """True if the web server has sent something on ``conn`` (or closed it)."""
+    try:
+        conn.recv(1, socket.MSG_PEEK | socket.MSG_DONTWAIT)
+    except (BlockingIOError, InterruptedError):
+        return False
+    except OSError:
+        return True  # serving it reports the error
+    return True
 
 
 def _has_data(conn: socket.socket) -> bool:
@@ -435,13 +427,3 @@ def _adopt_output_fds(message: ch.Message, allowed: set[int]) -> None:
         if target in allowed:
             os.dup2(fd, target, inheritable=target in (1, 2))
     close_fds(message.fds)
-
-
-def _read_whole(fd: int) -> bytes:
-    """All of a file the master wrote (a memfd), from its start."""
-    chunks, offset = [], 0
-    while chunk := os.pread(fd, 65536, offset):
-        chunks.append(chunk)
-        offset += len(chunk)
-    return b"".join(chunks)
-
