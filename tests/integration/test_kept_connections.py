@@ -1,11 +1,11 @@
 """Kept-open FastCGI connections against a small pool: 2 children, 32 connections.
 
-nginx runs the shipped server block with its upstream ``keepalive`` raised to 32;
-Apache runs mod_proxy_fcgi with ``enablereuse=on`` from a minimal configuration
-written here. 32 HTTP clients make the web server open (and keep) 32 connections
-to safefcgi, then send a mix of GET and POST while a few slow views run. No
-request may fail, and none may wait for a slow view it did not share a
-connection with: one child is always free for it.
+nginx runs the shipped server block with its upstream ``keepalive`` raised to
+32; Apache runs the shipped conf/apache-proxypass.conf (mod_proxy_fcgi) with
+``enablereuse=on`` and 32 threads. 32 HTTP clients make the web server open
+(and keep) 32 connections to safefcgi, then send a mix of GET and POST while
+a few slow views run. No request may fail, and none may wait for a slow view
+it did not share a connection with: one child is always free for it.
 """
 
 from __future__ import annotations
@@ -24,11 +24,10 @@ from pathlib import Path
 
 import pytest
 
-from tests.support.ports import free_tcp_port
 from tests.support.processes import HarnessError, Process, alive, tail
 from tests.support.servers import fixturesite_argv
 from tests.support.waiting import wait_until
-from tests.support.webservers import FrontServer, Nginx
+from tests.support.webservers import ApacheProxyFcgi, Nginx
 
 pytestmark = pytest.mark.integration
 
@@ -38,8 +37,6 @@ SLOW_SECONDS = 1.5
 # slow view it takes SLOW_SECONDS. The bound leaves room for a machine shared with
 # other test runs, and stays well below the slow view.
 FAST_LIMIT_SECONDS = 0.8
-APACHE = "/usr/sbin/apache2"
-APACHE_MODULES = Path("/usr/lib/apache2/modules")
 SEED = int(os.environ.get("SAFEFCGI_TEST_SEED", random.randrange(2**32)))
 
 
@@ -56,31 +53,20 @@ def nginx_keeping(base: Path, socket_path: Path, keepalive: int) -> Nginx:
     return nginx
 
 
-class Apache(FrontServer):
-    """Apache httpd with mod_proxy_fcgi reusing its connections (enablereuse=on).
+class KeepingApache(ApacheProxyFcgi):
+    """conf/apache-proxypass.conf with enablereuse=on, one Apache process of 32 threads.
 
-    A minimal configuration written here, from Debian's apache2 modules.
+    Apache keeps up to ThreadsPerChild connections per process: 32 here.
     """
 
-    def __init__(self, base_dir: Path, socket_path: Path, max_connections: int):
-        base_dir.mkdir(parents=True, exist_ok=True)
-        self.base_dir = base_dir
-        self.port = free_tcp_port()
-        self.error_log = base_dir / "error.log"
-        user = "User www-data\nGroup www-data\n" if os.geteuid() == 0 else ""
-        modules = "".join(f"LoadModule {name}_module {APACHE_MODULES}/mod_{name}.so\n"
-                          for name in ("mpm_event", "authz_core", "proxy", "proxy_fcgi"))
-        backend = f"unix:{socket_path}|fcgi://safefcgi/"
-        (base_dir / "httpd.conf").write_text(
-            f"ServerRoot {base_dir}\nListen 127.0.0.1:{self.port}\nServerName localhost\n"
-            f"PidFile {base_dir}/httpd.pid\nErrorLog {self.error_log}\nLogLevel warn\n"
-            f"{modules}{user}DefaultRuntimeDir {base_dir}\n"
-            f"StartServers 1\nServerLimit 1\nThreadsPerChild {max_connections}\n"
-            f"MaxRequestWorkers {max_connections}\nKeepAliveTimeout 30\nProxyTimeout 60\n"
-            # retry=0: one failed connection does not turn the next minute into 503s.
-            f'ProxyPass "/" "{backend}" enablereuse=on max={max_connections} retry=0\n')
-        self.process = Process("apache", [APACHE, "-DFOREGROUND", "-f", base_dir / "httpd.conf"],
-                               base_dir / "apache.log")
+    def __init__(self, base_dir: Path, socket_path: Path, threads: int):
+        super().__init__(base_dir, "apache-proxypass.conf", socket_path, keep_conn=True)
+        main = base_dir / "apache2.conf"
+        text = main.read_text()
+        assert "ThreadsPerChild 8\nMaxRequestWorkers 8\n" in text
+        main.write_text(text.replace("ThreadsPerChild 8\nMaxRequestWorkers 8\n",
+                                     f"ThreadsPerChild {threads}\n"
+                                     f"MaxRequestWorkers {threads}\n"))
 
 
 def start_safefcgi(base_dir: Path, *options: str) -> Process:
@@ -122,7 +108,7 @@ def site(request):
         if request.param == "nginx":
             front = nginx_keeping(tmp_path / "nginx", socket_path, CONNECTIONS)
         else:
-            front = Apache(tmp_path / "apache", socket_path, CONNECTIONS)
+            front = KeepingApache(tmp_path / "apache", socket_path, CONNECTIONS)
         front.start()
         yield Site(front.port, server, front)
     finally:
@@ -137,7 +123,7 @@ def site(request):
 class Site:
     port: int
     server: Process
-    front: Nginx | Apache
+    front: Nginx | KeepingApache
 
     def check_no_errors(self, outcomes: list[Outcome]) -> None:
         errors = [(o.method, o.path, o.error) for o in outcomes if o.error]
