@@ -14,10 +14,10 @@ from xml.sax.saxutils import escape
 README_START = "<!-- results: written by bench/run -->"
 README_END = "<!-- end of results -->"
 KEPT = ("safefcgi-keepconn8", "safefcgi-keepconn32")  # nginx keepalive 8 and 32
-CONTENDER_ORDER = ("safefcgi", *KEPT, "safefcgi-threaded", "flup6", "uwsgi", "gunicorn",
-                   "gunicorn-uwsgi")
+CONTENDER_ORDER = ("safefcgi", "safefcgi-lazy", *KEPT, "safefcgi-threaded", "flup6", "uwsgi",
+                   "gunicorn", "gunicorn-uwsgi")
 VIEW_ORDER = ("plain", "hello", "db", "big", "upload10m")
-COLOURS = {"safefcgi": "#1b6ac9", "safefcgi-keepconn8": "#3f86d9",
+COLOURS = {"safefcgi": "#1b6ac9", "safefcgi-lazy": "#0d3f7a", "safefcgi-keepconn8": "#3f86d9",
            "safefcgi-keepconn32": "#5aa0e6", "safefcgi-threaded": "#9cc6f0",
            "flup6": "#d9822b", "uwsgi": "#3a9b53", "gunicorn": "#8e5fb5",
            "gunicorn-uwsgi": "#b796d4"}

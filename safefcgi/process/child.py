@@ -299,14 +299,16 @@ class ChildWorker:
 
     def _carry_on(self) -> bool:
         """After a connection: False when this child should exit now."""
-        titles.child_idle()
-        self.board.idle()
         if not self._master_alive or self._retired:
+            self.board.leaving()
             return False
         if self.max_requests and self.requests_served >= self.max_requests:
             log.debug("served %d requests, making room for a fresh child",
                       self.requests_served)
+            self.board.leaving()  # not idle: the master must not count on us any more
             return False
+        titles.child_idle()
+        self.board.idle()
         return True
 
     def _serve(self, conn: socket.socket, served: int = 0) -> None:

@@ -41,17 +41,21 @@ from safefcgi.forksafety.hooks import ForkHooks
 from safefcgi.ops import slowlog
 from safefcgi.ops.operability import Operability
 from safefcgi.ops.status import PoolStats, listen_queue, snapshot
+from safefcgi.ops.statuslisten import StatusListener
 from safefcgi.process import channel as ch
 from safefcgi.process import signals, statusquery, systemd, titles
 from safefcgi.process.child import BLOCKED_UNTIL_HANDLED, ChildWorker
 from safefcgi.process.daemon import redirect_output
 from safefcgi.process.fds import close_fds, drain, flush_std_streams
 from safefcgi.process.kept import KeptConnections
+from safefcgi.process.memory import KILL as MEMORY_KILL
+from safefcgi.process.memory import MemoryLimits, MemoryWatchdog
 from safefcgi.process.peers import PeerFilter
 from safefcgi.process.pool import BACKOFF_MAX_SECONDS, PoolLimits, PoolPolicy
 from safefcgi.process.privileges import Identity, drop_privileges
 from safefcgi.process.reload import Reloader
 from safefcgi.process.scoreboard import IDLE as BOARD_IDLE
+from safefcgi.process.scoreboard import LEAVING as BOARD_LEAVING
 from safefcgi.process.scoreboard import Scoreboard
 from safefcgi.process.signals import signal_name
 
@@ -79,6 +83,7 @@ class Child:
     started_at: float = field(default_factory=time.monotonic)
     ready: bool = False  # passed its after-fork hooks and waits for requests
     idle: bool = False
+    leaving: bool = False  # said it is done and exits of its own accord (--maxrequests)
     retiring: bool = False  # told to exit (its channel is closed)
     stale: bool = False  # runs the code from before the last reload
     request: tuple[str, str] | None = None  # (method, URI) being served
@@ -87,6 +92,7 @@ class Child:
     timed_out: bool = False
     budget: int = 0  # requests it may serve (0: unlimited)
     slow_noted: float = -1.0  # request_since of the request last signalled as slow
+    memory_action: str | None = None  # over a memory limit: replaced or killed
 
     def retire(self) -> bool:
         """Tell the child to finish and exit, with a ``retire`` message.
@@ -120,6 +126,7 @@ class Child:
         if state is None:
             return  # it kept changing: a busy child; read it next time
         self.idle = state.state == BOARD_IDLE
+        self.leaving = state.state == BOARD_LEAVING
         self.served = state.served
         if state.request is None:
             self.request = None
@@ -177,10 +184,13 @@ class PreforkMaster:
         self._previous_handlers: dict[int, Any] = {}
         self.stats = PoolStats()
         self._status_queries: list[tuple[Child, bool]] = []
+        self.status_listener: StatusListener | None = None  # --status-listen
         self._drain_until: float | None = None  # --ping-drain: stop once this is reached
         self.kept: KeptConnections | None = None  # idle kept-open connections (kept.py)
         self._inherited_kept = list(kept)
         self._inherited_queue = queue
+        self.memory = MemoryWatchdog(MemoryLimits.from_megabytes(config.max_child_rss,
+                                                                 config.max_child_rss_kill))
         self._step_failures: dict[str, int] = {}  # step of the loop -> failures in a row
         self._exit_status = EXIT_OK
 
@@ -223,9 +233,14 @@ class PreforkMaster:
             self._previous_handlers[signum] = signal.signal(signum, self._queue_signal)
         # Signals noted while we started (see signals.hold) are ours now.
         self._signals.extend(signals.take_held())
+        if self.ops.status_socket is not None:
+            self.status_listener = StatusListener(self.ops.status_socket, self._status_page)
+            self.status_listener.register(self._selector)
 
     def _teardown(self) -> None:
         signal.set_wakeup_fd(-1)
+        if self.status_listener is not None:
+            self.status_listener.close()
         # Not the handlers from before: a TERM now, while the socket and the pid file
         # are being removed, must not kill us half way (its default action would).
         signals.hold(escalate=False)
@@ -263,8 +278,9 @@ class PreforkMaster:
     def _tick(self) -> None:
         steps: list[Callable[[], None]] = [
             lambda: self._poll(self._select_timeout()), self._handle_signals, self._reap,
-            self._read_boards, self._enforce_timeout, self._watch_slow_requests,
-            self._check_drain, self._after_reload, self._maintain_pool]
+            self._read_boards, self._enforce_timeout, self._enforce_memory_limits,
+            self._watch_slow_requests, self._check_drain, self._after_reload,
+            self._maintain_pool]
         failed = False
         for step in steps:
             if self._stopping and step in (self._after_reload, self._maintain_pool):
@@ -302,13 +318,15 @@ class PreforkMaster:
             self._stopping = True
 
     def _poll(self, timeout: float) -> None:
-        for key, _ in self._selector.select(timeout):
+        for key, events in self._selector.select(timeout):
             if key.data is None:
                 drain(self._wake_read)
             elif key.data is self.kept:
                 self.kept.hand_on()
-            else:
+            elif isinstance(key.data, Child):
                 self._read_status(key.data)
+            else:  # the --status-listen socket or one of its connections
+                key.data.on_ready(events)
         self.kept.flush()
         self.kept.expire(time.monotonic())
         if self._status_queries:
@@ -363,6 +381,7 @@ class PreforkMaster:
     def handle_hup(self) -> None:
         if self._stopping:
             return
+        self.hooks.run_on_reload(self)
         if self.reloader is None:
             log.info("SIGHUP: replacing every child (no reload possible here)")
             for child in self.children.values():
@@ -464,14 +483,22 @@ class PreforkMaster:
         for child, full in queries:
             if child.channel is None:
                 continue
-            data = snapshot(self.stats, self.children.values(),
-                            pool=self.config.settings_module, method=self.config.method,
-                            limits=self.limits, listen_queue=listen_queue(self.listener),
-                            full=full)
             try:
-                statusquery.answer(child.channel, data)
+                statusquery.answer(child.channel, self._snapshot(full))
             except OSError as exc:  # out of fds or memory: the page says it got no answer
                 log.warning("cannot answer child %d's status query: %s", child.pid, exc)
+
+    def _snapshot(self, full: bool) -> dict[str, Any]:
+        return snapshot(self.stats, self.children.values(), pool=self.config.settings_module,
+                        method=self.config.method, limits=self.limits,
+                        listen_queue=listen_queue(self.listener), full=full)
+
+    def _status_page(self, full: bool) -> dict[str, Any]:
+        """The page for --status-listen, after reading what every child reported."""
+        for child in list(self.children.values()):
+            self._read_status(child)
+        self._read_boards()
+        return self._snapshot(full)
 
     def _watch_slow_requests(self) -> None:
         """--slowlog-timeout: ask each child running a slow request for its stack, once."""
@@ -488,6 +515,22 @@ class PreforkMaster:
                       self.config.timeout)
             child.timed_out = True
             _kill(child.pid, signal.SIGKILL)
+
+    def _enforce_memory_limits(self) -> None:
+        """--max-child-rss: retire the child (its request ends well); -kill: kill it now."""
+        for over in self.memory.over_limit(self.children.values()):
+            child, megabytes = over.child, over.rss / 1024 / 1024
+            child.memory_action = over.action
+            if over.action == MEMORY_KILL:
+                log.error("child %d uses %.0f MB, over --max-child-rss-kill %d MB: killed "
+                          "while %s", child.pid, megabytes, self.config.max_child_rss_kill,
+                          child.describe_request())
+                _kill(child.pid, signal.SIGKILL)
+            else:
+                log.warning("child %d uses %.0f MB, over --max-child-rss %d MB: replaced "
+                            "once it is done with what it serves", child.pid, megabytes,
+                            self.config.max_child_rss)
+                self._retire(child)
 
     # -- children that exit --------------------------------------------------------------
 
@@ -514,10 +557,13 @@ class PreforkMaster:
         code = os.waitstatus_to_exitcode(status)
         self.stats.child_exited(child.served + (child.request is not None),
                                 self.pool.restart_reason(child, code, self._stopping))
+        self.hooks.run_child_exit(self, child.pid, code)
         if not child.ready:
             self._boot_failed(child, code)
         elif child.timed_out:
             log.warning("child %d killed after --timeout; a fresh one replaces it", child.pid)
+        elif child.memory_action is not None:  # logged when the limit was passed
+            log.debug("child %d exited (status %d) over a memory limit", child.pid, code)
         elif code < 0:
             log.warning("child %d killed by %s while %s", child.pid,
                         signal_name(-code), child.describe_request())
@@ -558,7 +604,7 @@ class PreforkMaster:
         # Database and cache sockets are close-on-exec: the new image starts clean.
         self.kept.flush()
         self.reloader.exec_master([(c.pid, c.channel) for c in self.children.values()],
-                                  kept=self.kept.held(),
+                                  queued=self._signals, kept=self.kept.held(),
                                   queue=[self.kept.send_end, self.kept.receive_end])
         # Still here: exec failed (logged); the old code keeps serving.
         systemd.ready("reload failed; serving the previous code")
@@ -576,6 +622,7 @@ class PreforkMaster:
         if not self._announced_ready:
             self._announced_ready = True
             systemd.ready(f"serving with {len(fresh)} children")
+            self.hooks.run_when_ready(self)
 
     # -- the pool -------------------------------------------------------------------------
 
@@ -672,6 +719,9 @@ class PreforkMaster:
         os.close(self._wake_read)
         os.close(self._wake_write)
         self.kept.close_in_child()
+        if self.status_listener is not None:
+            self.status_listener.close(after_fork=True)
+            self.status_listener = None
         for sibling in self.children.values():
             sibling.close_channel()
             sibling.close_board()

@@ -21,6 +21,7 @@ import logging
 import os
 import socket
 import sys
+from collections.abc import Iterable
 from dataclasses import asdict, dataclass, field
 
 from safefcgi.process import signals
@@ -99,8 +100,15 @@ class Reloader:
         return pid
 
     def exec_master(self, children: list[tuple[int, socket.socket | None]],
-                    kept: list[tuple[int, int]] = (), queue: list[socket.socket] = ()) -> None:
-        """Replace this image with a fresh one; returns only if exec failed."""
+                    queued: Iterable[int] = (), kept: list[tuple[int, int]] = (),
+                    queue: list[socket.socket] = ()) -> None:
+        """Replace this image with a fresh one; returns only if exec failed.
+
+        ``queued``: signals caught but not yet acted on (read once the signals
+        are blocked), which would go with this image; they are raised again,
+        blocked, so the new image receives them. ``kept`` and ``queue``: the
+        idle kept-open connections (fd, requests carried) and the ready queue.
+        """
         handover = Handover(
             listener_fd=self.listener.fileno(), description=self.description,
             unix_path=self.unix_path, unix_inode=self.unix_inode,
@@ -124,6 +132,8 @@ class Reloader:
         # once it runs: blocked until then, a TERM waits for them instead of killing
         # the new image by its default action (see signals.py).
         mask = signals.block_for_exec()
+        for signum in sorted(set(queued)):
+            os.kill(os.getpid(), signum)
         try:
             os.chdir(self.launch_dir)
             os.execve(sys.executable, command_line(), env)
