@@ -183,7 +183,7 @@ class PreforkMaster:
         self._probe_pid: int | None = None
         self._previous_handlers: dict[int, Any] = {}
         self.stats = PoolStats()
-        self._status_queries: list[tuple[Child, bool]] = []
+        self._status_queries: list[tuple[Child, ch.Message]] = []
         self.status_listener: StatusListener | None = None  # --status-listen
         self._drain_until: float | None = None  # --ping-drain: stop once this is reached
         self.kept: KeptConnections | None = None  # idle kept-open connections (kept.py)
@@ -470,7 +470,7 @@ class PreforkMaster:
             child.request = None
         elif message.kind == ch.STATUS:
             # Answered once every channel has been read (see _answer_status_queries).
-            self._status_queries.append((child, statusquery.wants_full(message)))
+            self._status_queries.append((child, message))
 
     # -- the status page ---------------------------------------------------------------
 
@@ -480,11 +480,12 @@ class PreforkMaster:
             self._read_status(child)
         self._read_boards()
         queries, self._status_queries = self._status_queries, []
-        for child, full in queries:
+        for child, question in queries:
             if child.channel is None:
                 continue
             try:
-                statusquery.answer(child.channel, self._snapshot(full))
+                statusquery.answer(child.channel, question,
+                                   self._snapshot(statusquery.wants_full(question)))
             except OSError as exc:  # out of fds or memory: the page says it got no answer
                 log.warning("cannot answer child %d's status query: %s", child.pid, exc)
 

@@ -10,6 +10,7 @@ needs no bigger channel messages. Both ends live here.
 
 from __future__ import annotations
 
+import itertools
 import json
 import logging
 import os
@@ -24,6 +25,10 @@ from safefcgi.process.fds import close_fds
 
 log = logging.getLogger("safefcgi.statusquery")
 
+# Each question is numbered and the answer repeats the number: an answer that comes
+# after the asker gave up on it (a busy master) must not answer the next question.
+_question_numbers = itertools.count(1)
+
 
 # -- the child's side ------------------------------------------------------------------
 
@@ -35,7 +40,8 @@ def ask(channel: socket.socket, full: bool, timeout: float,
     Other messages arriving meanwhile go to ``on_other``. Raises
     ch.ChannelClosed when the master is gone.
     """
-    if not ch.send(channel, ch.STATUS, full=full):
+    question = next(_question_numbers)
+    if not ch.send(channel, ch.STATUS, full=full, question=question):
         raise ch.ChannelClosed
     deadline = time.monotonic() + timeout
     while (remaining := deadline - time.monotonic()) > 0:
@@ -47,7 +53,10 @@ def ask(channel: socket.socket, full: bool, timeout: float,
         except (BlockingIOError, InterruptedError):
             continue
         if message is not None and message.kind == ch.STATUS:
-            return _read_answer(message)
+            if message.get("question") == question:
+                return _read_answer(message)
+            close_fds(message.fds)  # the late answer to an earlier question
+            continue
         if message is not None:
             on_other(message)
     return None
@@ -82,14 +91,17 @@ def wants_full(message: ch.Message) -> bool:
     return bool(message.get("full"))
 
 
-def answer(channel: socket.socket, numbers: dict[str, Any]) -> None:
-    """Send ``numbers`` as JSON in an attached memfd; OSError if one cannot be made."""
+def answer(channel: socket.socket, question: ch.Message, numbers: dict[str, Any]) -> None:
+    """Answer ``question`` with ``numbers`` as JSON in an attached memfd.
+
+    OSError if the memfd cannot be made.
+    """
     data = json.dumps(numbers).encode()
     fd = os.memfd_create("safefcgi-status", os.MFD_CLOEXEC)
     try:
         view = memoryview(data)
         while view:
             view = view[os.write(fd, view):]
-        ch.send(channel, ch.STATUS, fds=(fd,))
+        ch.send(channel, ch.STATUS, fds=(fd,), question=question.get("question"))
     finally:
         os.close(fd)
