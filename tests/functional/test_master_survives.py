@@ -100,7 +100,11 @@ def test_garbled_channel_messages_are_logged_and_the_master_serves_on(start_serv
     assert "Traceback" not in server.log, server.log
 
 
-def test_term_while_a_reload_imports_the_new_code_stops_cleanly(start_server, tmp_path):
+def reload_into_slow_code(start_server, tmp_path):
+    """A server, its pid file and children, reloading into code that takes 3 s to import.
+
+    Returns once the master re-executes itself: the new image is loading the new code.
+    """
     code = tmp_path / "code"
     code.mkdir()
     (code / "fixturesite_code.py").write_text('VERSION = "first"\n')
@@ -110,10 +114,14 @@ def test_term_while_a_reload_imports_the_new_code_stops_cleanly(start_server, tm
     children = server.children()
     # The new code takes a while to import: in the probe, then in the new image.
     (code / "fixturesite_code.py").write_text('import time\ntime.sleep(3)\nVERSION = "2"\n')
-
     server.process.send_signal(signal.SIGHUP)
     wait_until(lambda: "re-executing the master" in server.log, 15, "the reload to start",
                detail=lambda: server.log)
+    return server, pidfile, children
+
+
+def test_term_while_a_reload_imports_the_new_code_stops_cleanly(start_server, tmp_path):
+    server, pidfile, children = reload_into_slow_code(start_server, tmp_path)
     time.sleep(0.3)
     server.process.send_signal(signal.SIGTERM)
 
@@ -123,17 +131,7 @@ def test_term_while_a_reload_imports_the_new_code_stops_cleanly(start_server, tm
 
 def test_a_second_term_while_a_reload_imports_stops_now_and_cleans_up(start_server,
                                                                       tmp_path):
-    code = tmp_path / "code"
-    code.mkdir()
-    (code / "fixturesite_code.py").write_text('VERSION = "first"\n')
-    pidfile = tmp_path / "site.pid"
-    server = start_server("--maxchildren", "2", "--pidfile", str(pidfile),
-                          "--pythonpath", str(code), env={"PYTHONDONTWRITEBYTECODE": "1"})
-    children = server.children()
-    (code / "fixturesite_code.py").write_text('import time\ntime.sleep(3)\nVERSION = "2"\n')
-    server.process.send_signal(signal.SIGHUP)
-    wait_until(lambda: "re-executing the master" in server.log, 15, "the reload to start",
-               detail=lambda: server.log)
+    server, pidfile, children = reload_into_slow_code(start_server, tmp_path)
     # Two TERMs pending at once are one: wait until the new image takes them one by one.
     wait_until(lambda: new_image(server.process.pid)
                and catches(server.process.pid, signal.SIGTERM), 10,

@@ -11,7 +11,11 @@ from pathlib import Path
 import pytest
 
 from tests.support.datastores import MariaDB, Redis
-from tests.support.example import PRODUCTION_HABITS, prepare_example_database
+from tests.support.example import (
+    PRODUCTION_HABITS,
+    migrated_example_database,
+    prepare_example_database,
+)
 from tests.support.postgres import PgBouncer, PostgresCluster
 from tests.support.webservers import Site
 
@@ -34,25 +38,17 @@ def scratch_dir() -> Iterator[Path]:
 @pytest.fixture(scope="session")
 def postgres(scratch_dir: Path) -> Iterator[PostgresCluster]:
     """A migrated example database with the users of ACCOUNTS."""
-    cluster = PostgresCluster(scratch_dir / "postgres")
-    try:
-        cluster.start()
-        prepare_example_database(cluster.django_env(), scratch_dir / "django-setup.log")
+    with migrated_example_database(PostgresCluster(scratch_dir / "postgres"),
+                                   scratch_dir / "django-setup.log") as cluster:
         yield cluster
-    finally:
-        cluster.stop()
 
 
 @pytest.fixture(scope="session")
 def mariadb(scratch_dir: Path) -> Iterator[MariaDB]:
     """A migrated example database on MariaDB with the users of ACCOUNTS."""
-    server = MariaDB(scratch_dir / "mariadb")
-    try:
-        server.start()
-        prepare_example_database(server.django_env(), scratch_dir / "django-setup-mariadb.log")
+    with migrated_example_database(MariaDB(scratch_dir / "mariadb"),
+                                   scratch_dir / "django-setup-mariadb.log") as server:
         yield server
-    finally:
-        server.stop()
 
 
 @pytest.fixture(scope="session")

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import subprocess
 import sys
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
 from pathlib import Path
 
 from .load import Account
@@ -38,3 +39,17 @@ def prepare_example_database(env: Mapping[str, str], log_path: Path) -> None:
         ["seedusers", *(account.username for account in ACCOUNTS), "--password", PASSWORD],
         env, log_path,
     )
+
+
+@contextmanager
+def migrated_example_database(server, log_path: Path) -> Iterator:
+    """A database server started, holding the example's tables and ACCOUNTS; stopped after.
+
+    ``server`` is anything with ``start()``, ``stop()`` and ``django_env()``.
+    """
+    try:
+        server.start()
+        prepare_example_database(server.django_env(), log_path)
+        yield server
+    finally:
+        server.stop()
