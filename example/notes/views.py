@@ -9,6 +9,7 @@ wrong body instead of going unnoticed.
 import os
 import time
 
+from django.conf import settings
 from django.contrib.auth import authenticate, login
 from django.db import connection
 from django.http import HttpRequest, HttpResponse, HttpResponseBadRequest, JsonResponse
@@ -16,12 +17,41 @@ from django.shortcuts import render
 from django.views.decorators.csrf import csrf_exempt
 from django.views.decorators.http import require_GET, require_POST
 
+from .apps import backend_pid, import_time_query, opened_in
 from .models import Note
+
+FORK_WARNING = "at fork time"
+
+
+def _fork_warnings() -> list[str]:
+    """The fork-time warnings in the server's log, when the demo says where it is."""
+    path = settings.SERVER_LOG
+    if not path:
+        return []
+    try:
+        with open(path, errors="replace") as log:
+            return [line.strip() for line in log if FORK_WARNING in line]
+    except OSError:
+        return []
 
 
 @require_GET
 def home(request: HttpRequest) -> HttpResponse:
-    return render(request, "notes/home.html", {"pid": os.getpid(), "notes": Note.objects.count()})
+    """What the demo shows: this child, its own connection, the import-time query."""
+    notes = Note.objects.count()
+    with connection.cursor() as cursor:
+        backend = backend_pid(cursor)
+    return render(request, "notes/home.html", {
+        "pid": os.getpid(),
+        "master_pid": os.getppid(),
+        "notes": notes,
+        "vendor": connection.vendor,
+        "backend": backend,
+        "opened_in": opened_in.get(connection.alias),
+        "import_query": import_time_query,
+        "fork_warnings": _fork_warnings(),
+        "status_path": settings.STATUS_PATH,
+    })
 
 
 @require_GET
