@@ -58,6 +58,15 @@ class LoadResult:
         return "\n".join(lines)
 
 
+# A kept-alive connection idle for longer than this is replaced before the next request.
+# The web server closes idle ones on its own clock (lighttpd: server.max-keep-alive-idle,
+# 5 s by default), and a request sent as it does so meets a closed connection that the
+# server never read from: a browser retries it, this client would count it as an error.
+# A client sits idle that long while the others log in on a busy machine (each login
+# hashes a password).
+KEEP_ALIVE_IDLE_LIMIT = 2.0
+
+
 class UnexpectedAnswer(Exception):
     """A response that a correct server could not have sent to this client."""
 
@@ -73,6 +82,8 @@ class Client:
         self._address = (host, int(port))
         self._timeout = timeout
         self._conn: http.client.HTTPConnection | None = None
+        self._conn_requests = 0  # answered on the current connection
+        self._conn_last_used = 0.0
         self.account = account
         self.name = f"client{number}({account.username})"
         self.nonce = secrets.token_hex(8)
@@ -135,7 +146,8 @@ class Client:
             self.result.errors.append(f"{self.name} {operation}: {error}")
             return False
         except (OSError, http.client.HTTPException) as error:
-            self.result.errors.append(f"{self.name} {operation}: {error!r}")
+            self.result.errors.append(
+                f"{self.name} {operation}: {error!r}{self._connection_age()}")
             self._close()
             return False
         return True
@@ -152,9 +164,21 @@ class Client:
         self.result.children.add(answer.get("pid"))
         return answer
 
+    def _connection_age(self) -> str:
+        """Which connection a transport error met: fresh, or kept alive (and idle how long)."""
+        if not self._conn_requests:
+            return " (on a new connection)"
+        idle = time.monotonic() - self._conn_last_used
+        return (f" (on a connection kept alive after {self._conn_requests} requests,"
+                f" idle for {idle:.1f} s)")
+
     def _send(self, method: str, path: str, form: Mapping[str, str] | None) -> tuple[int, bytes]:
+        if self._conn is not None and \
+                time.monotonic() - self._conn_last_used > KEEP_ALIVE_IDLE_LIMIT:
+            self._close()
         if self._conn is None:
             self._conn = http.client.HTTPConnection(*self._address, timeout=self._timeout)
+            self._conn_requests = 0
         headers = {}
         if self.cookies:
             headers["Cookie"] = "; ".join(f"{name}={value}" for name, value in
@@ -166,6 +190,8 @@ class Client:
         self._conn.request(method, path, body=body, headers=headers)
         response = self._conn.getresponse()
         data = response.read()
+        self._conn_requests += 1
+        self._conn_last_used = time.monotonic()
         self._store_cookies(response.headers.get_all("Set-Cookie") or [])
         return response.status, data
 
