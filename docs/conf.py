@@ -24,3 +24,5 @@ html_theme_options = {"description": "A fork-safe FastCGI server for Django",
 html_title = f"safefcgi {release}"
 # Every cross-reference must resolve: a wrong :option: is a build error under -W.
 nitpicky = True
+# "--port" stays two dashes in option help, never an en dash.
+smartquotes = False

@@ -172,6 +172,8 @@ def origin(known: dict[str, list[safefcgi_messages.Message]], text: str) -> str:
     status = found[0].exit_status
     if found[0].kind == "log":
         how = "logged"
+    elif found[0].kind == "ValueError":
+        how = "the reason of a bad value"
     elif status is not None:
         how = f"exit status {status}"
     else:
