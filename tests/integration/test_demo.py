@@ -62,6 +62,11 @@ class Demo:
         os.killpg(self.process.pid, signal.SIGINT)
         try:
             return self.process.wait(STOP_TIMEOUT)
+        except subprocess.TimeoutExpired:
+            left = subprocess.run(["ps", "-o", "pid,ppid,stat,wchan:20,args", "-g",
+                                   str(self.process.pid)], capture_output=True, text=True)
+            raise AssertionError(f"bin/demo still runs {STOP_TIMEOUT} s after Ctrl-C:\n"
+                                 f"{left.stdout}\n{self.text()}") from None
         finally:
             if self.process.poll() is None:
                 os.killpg(self.process.pid, signal.SIGKILL)
