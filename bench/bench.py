@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(REPO))  # tests.integration.harness, safefcgi
+sys.path.insert(0, str(REPO))  # tests.support, safefcgi
 
 import load  # noqa: E402
 import measure  # noqa: E402

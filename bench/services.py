@@ -3,7 +3,7 @@
 Each backend listens on its own unix socket; nginx has one loopback port per
 contender and passes requests on with fastcgi_pass (or proxy_pass for
 gunicorn). Every process runs in its own process group, so stopping one
-stops its children too (tests/integration/harness.Process).
+stops its children too (tests/support/processes.Process).
 """
 
 from __future__ import annotations
@@ -17,22 +17,16 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from tests.integration.harness import (
-    REPO,
-    PostgresCluster,
-    Process,
-    clean_environment,
-    free_port,
-    http_get,
-    tail,
-    wait_until,
-)
+from tests.support.paths import EXAMPLE_DIR, REPO, VENV_BIN
+from tests.support.ports import free_tcp_port
+from tests.support.postgres import PostgresCluster
+from tests.support.processes import Process, clean_environment, tail
+from tests.support.waiting import wait_until
+from tests.support.webservers import http_get
 
 BENCH_DIR = REPO / "bench"
 SITE_DIR = BENCH_DIR / "site"
-EXAMPLE_DIR = REPO / "example"
 LAUNCHERS = BENCH_DIR / "launchers"
-VENV_BIN = Path(sys.executable).parent
 NGINX_WORKERS = 2
 START_TIMEOUT = 60.0
 
@@ -215,7 +209,7 @@ class Nginx:
     def start(self, contenders: list[Contender]) -> None:
         for contender in contenders:
             if not contender.port:
-                contender.port = free_port()
+                contender.port = free_tcp_port()
         if self.base_dir.exists():
             shutil.rmtree(self.base_dir)
         self.base_dir.mkdir(parents=True)

@@ -12,8 +12,17 @@ import sys
 from collections.abc import Sequence
 
 from safefcgi import __version__
-from safefcgi.config import OPTIONS, OPTIONS_BY_NAME, ServerConfig, build_config
-from safefcgi.errors import EXIT_USAGE, ConfigError, SafeFCGIError
+from safefcgi.config import (
+    BOTH_METHODS,
+    CONFIG_FILE_OPTIONS,
+    OPTIONS,
+    OPTIONS_BY_NAME,
+    Option,
+    ServerConfig,
+    option_for_key,
+)
+from safefcgi.configfile import Resolved, format_effective, resolve
+from safefcgi.errors import EXIT_OK, EXIT_USAGE, ConfigError, SafeFCGIError
 from safefcgi.logs import configure_logging
 
 log = logging.getLogger("safefcgi.cli")
@@ -26,9 +35,8 @@ class _OneLineParser(argparse.ArgumentParser):
         raise ConfigError(message)
 
 
-def _add_option(parser: argparse.ArgumentParser, option) -> None:
-    dashed = "--" + option.name.replace("_", "-")
-    names = [dashed]
+def _add_option(parser: argparse.ArgumentParser, option: Option) -> None:
+    names = [option.dashed]
     if "_" in option.name:
         names.append("--" + option.name)  # --before_fork, as runfcgi users may type
     if option.flag:
@@ -43,13 +51,13 @@ def _add_option(parser: argparse.ArgumentParser, option) -> None:
                             metavar=option.metavar, help=_help(option))
 
 
-def _help(option) -> str:
-    if option.default in (None, [], ()):
-        return option.help
-    default = option.default
-    if isinstance(default, bool):
-        default = "on" if default else "off"
-    return f"{option.help} (default: {default})"
+def _help(option: Option) -> str:
+    text = option.help
+    if option.shown_default:
+        text += f" (default: {option.shown_default})"
+    if option.modes != BOTH_METHODS:
+        text += f" [{'/'.join(option.modes)} only]"
+    return text.replace("%", "%%")
 
 
 def add_server_options(parser: argparse.ArgumentParser, exclude: tuple[str, ...] = ()) -> None:
@@ -78,6 +86,7 @@ def make_parser() -> argparse.ArgumentParser:
                      help="dotted path of the settings module, e.g. mysite.settings "
                      "(default: $DJANGO_SETTINGS_MODULE)")
     add_server_options(run)
+    add_config_file_options(run)
     check = commands.add_parser(
         "check",
         help="import a project as the server would and report what children would inherit",
@@ -95,6 +104,18 @@ def make_parser() -> argparse.ArgumentParser:
     add_request_parser(commands)
     add_status_parser(commands)
     return parser
+
+
+def add_config_file_options(run: argparse.ArgumentParser) -> None:
+    """--config FILE, and the two ways of looking at a configuration without serving."""
+    files = run.add_argument_group("configuration file")
+    for option in CONFIG_FILE_OPTIONS:
+        if option.flag:
+            files.add_argument(option.dashed, dest=option.name, action="store_true",
+                               help=_help(option))
+        else:
+            files.add_argument(option.dashed, dest=option.name, metavar=option.metavar,
+                               help=_help(option))
 
 
 def _add_server_address(parser: argparse.ArgumentParser) -> None:
@@ -171,24 +192,23 @@ def translate_runfcgi_words(args: Sequence[str]) -> list[str]:
             translated.append(word)
             continue
         key, value = word.split("=", 1)
-        key = key.strip().lower()
-        option = OPTIONS_BY_NAME.get(key.replace("-", "_"))
+        option = option_for_key(key)
         if option is None:
-            raise ConfigError(f"unknown option '{key}' (in '{word}')")
+            raise ConfigError(f"unknown option '{key.strip().lower()}' (in '{word}')")
         if option.flag:
-            translated.append(f"--{option.name}" if _flag_value(key, value)
-                              else f"--no-{option.name}")
+            translated.append(option.dashed if _flag_value(option, value)
+                              else "--no-" + option.dashed[2:])
         else:
-            translated.append(f"--{option.name}={value}")
+            translated.append(f"{option.dashed}={value}")
     return translated
 
 
-def _flag_value(key: str, value: str) -> bool:
+def _flag_value(option: Option, value: str) -> bool:
     try:
-        return OPTIONS_BY_NAME[key].cast(value)
+        return option.cast(value)
     except ValueError:
-        raise ConfigError(f"bad value {value!r} for option '{key}': expected true or false") \
-            from None
+        raise ConfigError(f"bad value {value!r} for option '{option.name}': expected true "
+                          "or false") from None
 
 
 def parse_run_arguments(args: Sequence[str]) -> ServerConfig:
@@ -202,10 +222,14 @@ def parse_command_line(argv: Sequence[str]) -> ServerConfig:
 
 
 def config_from_namespace(namespace: argparse.Namespace) -> ServerConfig:
+    return resolve_namespace(namespace).config
+
+
+def resolve_namespace(namespace: argparse.Namespace) -> Resolved:
+    """The config of ``safefcgi run``: command line over config file over environment."""
     raw = {name: value for name, value in vars(namespace).items()
            if name in OPTIONS_BY_NAME}
-    settings_module = namespace.settings_module or os.environ.get("DJANGO_SETTINGS_MODULE", "")
-    return build_config(settings_module, raw)
+    return resolve(raw, namespace.settings_module, getattr(namespace, "config", None))
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -219,15 +243,21 @@ def main(argv: Sequence[str] | None = None) -> int:
             return run_check(namespace)
         if namespace.command == "status":
             return status_command(namespace)
-        config = config_from_namespace(namespace)
+        resolved = resolve_namespace(namespace)
     except ConfigError as exc:
         print(f"safefcgi: error: {exc}", file=sys.stderr)
         return EXIT_USAGE
+    if namespace.print_config:
+        sys.stdout.write(format_effective(resolved))
+        if not namespace.check_config:
+            return EXIT_OK
+    config = resolved.config
     configure_logging(level=config.log_level, log_format=config.log_format)
-    from safefcgi.server import serve  # imported late: option errors must not need Django
+    # imported late: option errors must not need Django
+    from safefcgi.server import check_startup, serve
 
     try:
-        return serve(config)
+        return check_startup(config) if namespace.check_config else serve(config)
     except SafeFCGIError as exc:
         log.error("%s", exc)
         return exc.exit_code

@@ -1,8 +1,11 @@
-"""Every option safefcgi accepts, cast and validated once, before anything forks.
+"""Every option safefcgi accepts, declared once, cast and validated before anything forks.
 
-The table ``OPTIONS`` is the single source of truth: the ``safefcgi run``
-command line, runfcgi's ``key=value`` spelling and the ``manage.py runfcgi``
-command all feed raw strings through it and get the same ``ServerConfig``.
+The table ``OPTIONS`` is the only place an option is declared: its default, its
+runfcgi key, the methods it applies to and the version that added it. From it
+come ``ServerConfig`` (one field per option), the FastCGI limits, the
+``safefcgi run`` and ``manage.py runfcgi`` command lines, runfcgi's ``key=value``
+words, the mode checks of ``validate`` and the options reference of the docs
+(``option_reference()``). Adding an option is adding one entry.
 """
 
 from __future__ import annotations
@@ -13,7 +16,8 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from safefcgi.errors import ConfigError
-from safefcgi.process.peers import parse_networks
+from safefcgi.fastcgi.protocol import Limits
+from safefcgi.process.peers import WEB_SERVER_ADDRS_ENV, parse_networks
 from safefcgi.process.privileges import resolve_identity, resolve_owner
 
 Method = Literal["prefork", "threaded"]
@@ -141,174 +145,258 @@ def _text(text: str) -> str:
     return str(text)
 
 
+def _show(value: Any) -> str:
+    """A cast value as a user writes it: on/off, 30 rather than 30.0, lists comma separated."""
+    if value is None:
+        return ""
+    if isinstance(value, bool):
+        return "on" if value else "off"
+    if isinstance(value, float) and value.is_integer():
+        return str(int(value))
+    if isinstance(value, (tuple, list)):
+        return ",".join(_show(item) for item in value)
+    return str(value)
+
+
+def _show_octal(value: int | None) -> str:
+    return "" if value is None else f"{value:03o}"
+
+
+def _show_size(value: int) -> str:
+    for suffix in ("G", "M", "K"):
+        unit = SIZE_SUFFIXES[suffix.lower()]
+        if value and value % unit == 0:
+            return f"{value // unit}{suffix}"
+    return str(value)
+
+
+BOTH_METHODS = ("prefork", "threaded")
+PREFORK = ("prefork",)
+FIRST_VERSION = "0.1.0"
+
+
 @dataclass(frozen=True)
 class Option:
-    """One option: its name, how to cast a raw value, its default and its help."""
+    """One option, declared once: the command line, runfcgi's words, the config object,
+    validation and the documentation are all derived from it.
+    """
 
     name: str
     cast: Callable[[Any], Any]
-    default: Any
+    default: Any  # the cast value; immutable, since every config shares it
     help: str
     flag: bool = False  # a boolean switch: --name / --no-name
-    repeatable: bool = False  # may be given several times; collects a list
-    runfcgi: bool = True  # part of runfcgi's key=value vocabulary
+    repeatable: bool = False  # may be given several times; collects a tuple
+    runfcgi: str | None = None  # the key runfcgi knew it by; None for safefcgi's own options
     metavar: str | None = None
+    modes: tuple[str, ...] = BOTH_METHODS  # the methods it applies to; refused under others
+    since: str = FIRST_VERSION  # the version that added it
+    shown: str | None = None  # the default as users read it, where the value says too little
+    render: Callable[[Any], str] = _show  # a value as users write it
+    env: str | None = None  # environment variable read when the option is not given
+
+    @property
+    def dashed(self) -> str:
+        """``--max-body-bytes``: the spelling of the command line."""
+        return "--" + self.name.replace("_", "-")
+
+    @property
+    def shown_default(self) -> str:
+        """The default as the help, the docs and ``--print-config`` show it."""
+        return self.shown if self.shown is not None else self.render(self.default)
 
 
 OPTIONS: tuple[Option, ...] = (
-    Option("protocol", _protocol, "fcgi", "wire protocol; only fcgi is served", metavar="fcgi"),
-    Option("method", _method, "prefork", "prefork (a pool of processes) or threaded",
-           metavar="prefork|threaded"),
-    Option("socket", _text, None, "unix socket path to listen on", metavar="PATH"),
-    Option("host", _text, None, "TCP address to listen on (with --port)", metavar="HOST"),
-    Option("port", _port, None, "TCP port to listen on (with --host)", metavar="PORT"),
+    Option("protocol", _protocol, "fcgi", "wire protocol; only fcgi is served (runfcgi "
+           "also offered scgi and ajp)", runfcgi="protocol", metavar="fcgi"),
+    Option("method", _method, "prefork", "prefork (a pool of processes; alias fork) or "
+           "threaded (alias thread)", runfcgi="method", metavar="prefork|threaded"),
+    Option("socket", _text, None, "unix socket path to listen on", runfcgi="socket",
+           metavar="PATH"),
+    Option("host", _text, None, "TCP address to listen on (with --port)", runfcgi="host",
+           metavar="HOST"),
+    Option("port", _port, None, "TCP port to listen on (with --host)", runfcgi="port",
+           metavar="PORT"),
     Option("umask", _octal, None, "umask of the server and its children (so also of the "
-           "unix socket file)", metavar="OCTAL"),
+           "unix socket file)", runfcgi="umask", metavar="OCTAL", shown="unchanged",
+           render=_show_octal),
     Option("minspare", _int_at_least(0), 2, "fewest idle children (threads when threaded)",
-           metavar="N"),
+           runfcgi="minspare", metavar="N"),
     Option("maxspare", _int_at_least(1), 5, "most idle children (threads when threaded)",
-           metavar="N"),
-    Option("maxchildren", _int_at_least(1), 50, "most children in the pool", metavar="N"),
+           runfcgi="maxspare", metavar="N"),
+    Option("maxchildren", _int_at_least(1), 50, "most children in the pool",
+           runfcgi="maxchildren", metavar="N"),
     Option("maxrequests", _int_at_least(0), 0,
-           "requests a child serves before it is replaced; 0 means unlimited", metavar="N"),
-    Option("maxthreads", _int_at_least(1), None,
-           "most threads in threaded mode (default: maxchildren)", metavar="N"),
+           "requests a child serves before it is replaced; 0 means unlimited",
+           runfcgi="maxrequests", metavar="N"),
+    Option("maxthreads", _int_at_least(1), None, "most threads in threaded mode",
+           metavar="N", modes=("threaded",), shown="maxchildren"),
     Option("daemonize", _bool, False, "detach from the terminal and run in the background",
-           flag=True),
+           flag=True, runfcgi="daemonize"),
     Option("pidfile", _text, None, "write the parent's pid here; removed on exit",
+           runfcgi="pidfile", metavar="PATH"),
+    Option("workdir", _text, None, "change to this directory before serving",
+           runfcgi="workdir", metavar="DIR", shown="unchanged"),
+    Option("outlog", _text, None, "append standard output to this file", runfcgi="outlog",
            metavar="PATH"),
-    Option("workdir", _text, None, "change to this directory before serving", metavar="DIR"),
-    Option("outlog", _text, None, "append standard output to this file", metavar="PATH"),
     Option("errlog", _text, None, "append standard error (the log) to this file",
-           metavar="PATH"),
+           runfcgi="errlog", metavar="PATH"),
     Option("debug", _bool, False,
            "send tracebacks of crashing requests to the client (never in production)",
-           flag=True),
-    Option("pythonpath", _text, [], "directory prepended to sys.path (repeatable)",
-           repeatable=True, runfcgi=False, metavar="DIR"),
-    Option("before_fork", _text, [], "dotted path of a callable run in the parent before "
-           "every fork (repeatable)", repeatable=True, runfcgi=False, metavar="DOTTED.PATH"),
-    Option("after_fork", _text, [], "dotted path of a callable run in each child right "
-           "after fork (repeatable)", repeatable=True, runfcgi=False, metavar="DOTTED.PATH"),
+           flag=True, runfcgi="debug"),
+    Option("pythonpath", _text, (), "directory prepended to sys.path (repeatable)",
+           repeatable=True, metavar="DIR"),
+    Option("before_fork", _text, (), "dotted path of a callable run in the parent before "
+           "every fork (repeatable)", repeatable=True, metavar="DOTTED.PATH", modes=PREFORK),
+    Option("after_fork", _text, (), "dotted path of a callable run in each child right "
+           "after fork (repeatable)", repeatable=True, metavar="DOTTED.PATH", modes=PREFORK),
     # -- process management: signals, timeouts, privileges, socket access -------------
     Option("graceful_timeout", _seconds, 30.0,
            "seconds busy children get to finish on stop before they are killed",
-           runfcgi=False, metavar="SECONDS"),
+           metavar="SECONDS"),
     Option("timeout", _seconds, 0.0,
            "kill a child busy on one request longer than this; 0 means never",
-           runfcgi=False, metavar="SECONDS"),
+           metavar="SECONDS", modes=PREFORK),
     Option("maxrequests_jitter", _int_at_least(0), 0,
            "add random(0..N) to each child's maxrequests so children do not all restart "
-           "together", runfcgi=False, metavar="N"),
-    Option("user", _text, None, "run children as this user (name or uid)", runfcgi=False,
-           metavar="USER"),
-    Option("group", _text, None, "run children with this group (default: the user's group)",
-           runfcgi=False, metavar="GROUP"),
+           "together", metavar="N", modes=PREFORK),
+    Option("user", _text, None, "run children as this user (name or uid)", metavar="USER"),
+    Option("group", _text, None, "run children with this group", metavar="GROUP",
+           shown="the user's group"),
     Option("allow_root", _bool, False, "let children run as root (refused otherwise)",
-           flag=True, runfcgi=False),
+           flag=True),
     Option("socket_mode", _octal, None, "file mode of the unix socket, e.g. 0660",
-           runfcgi=False, metavar="OCTAL"),
+           metavar="OCTAL", render=_show_octal),
     Option("socket_owner", _text, None, "owner of the unix socket: USER or USER:GROUP",
-           runfcgi=False, metavar="USER[:GROUP]"),
+           metavar="USER[:GROUP]"),
     Option("allowed_clients", _client_list, None,
-           "TCP peers allowed to connect: addresses or networks, comma separated "
-           "(default: FCGI_WEB_SERVER_ADDRS, else anyone)", runfcgi=False,
-           metavar="ADDR[,ADDR]"),
-    # -- FastCGI input limits and WSGI paths (safefcgi.protocol) --
+           "TCP peers allowed to connect: addresses or networks, comma separated",
+           metavar="ADDR[,ADDR]", env=WEB_SERVER_ADDRS_ENV,
+           shown=f"${WEB_SERVER_ADDRS_ENV}, else anyone"),
+    # -- FastCGI input limits and WSGI paths (safefcgi.fastcgi) --
     Option("max_params_bytes", _size, 1024 ** 2,
            "most bytes of FastCGI params (CGI variables, HTTP headers) per request; "
-           "more closes the connection; 0 means no limit", runfcgi=False, metavar="BYTES"),
+           "more closes the connection; 0 means no limit", metavar="BYTES",
+           render=_show_size),
     Option("max_body_bytes", _size, 1024 ** 3,
            "largest request body; a larger one is answered 413 without running Django; "
-           "0 means no limit", runfcgi=False, metavar="BYTES"),
+           "0 means no limit", metavar="BYTES", render=_show_size),
     Option("read_timeout", _seconds, 30.0,
            "seconds the web server may go silent (or stop reading) before its "
            "connection is closed; also the idle limit of kept-open connections; 0 waits "
-           "forever", runfcgi=False, metavar="SECONDS"),
+           "forever", metavar="SECONDS"),
     Option("script_name", _mount_point, None,
            "URL prefix the site is mounted at (/ for the whole site): SCRIPT_NAME and "
            "PATH_INFO are then split there, whatever split the web server sent",
-           runfcgi=False, metavar="PREFIX"),
+           metavar="PREFIX"),
     # -- operability: status and ping pages, slow log, access log, log format --------
     Option("status_path", _url_path, None,
            "answer this URL path with the pool's status (text; ?json, ?html, ?full), "
-           "before Django sees the request", runfcgi=False, metavar="PATH"),
+           "before Django sees the request", metavar="PATH", modes=PREFORK),
     Option("ping_path", _url_path, None,
-           "answer this URL path with --ping-response, for load balancers", runfcgi=False,
-           metavar="PATH"),
-    Option("ping_response", _text, "pong", "what the ping path answers", runfcgi=False,
-           metavar="TEXT"),
+           "answer this URL path with --ping-response, for load balancers", metavar="PATH"),
+    Option("ping_response", _text, "pong", "what the ping path answers", metavar="TEXT"),
     Option("ping_drain", _seconds, 0.0,
            "on a graceful stop, answer the ping path 503 for this long (still serving "
            "every request) before refusing connections, so balancers drain the host first",
-           runfcgi=False, metavar="SECONDS"),
+           metavar="SECONDS", modes=PREFORK),
     Option("slowlog_timeout", _seconds, 0.0,
            "write the Python stack of a request running longer than this to --slowlog "
-           "(the request goes on); 0 means never", runfcgi=False, metavar="SECONDS"),
+           "(the request goes on); 0 means never", metavar="SECONDS", modes=PREFORK),
     Option("slowlog", _text, None,
-           "file for --slowlog-timeout stacks (default: the error log)", runfcgi=False,
-           metavar="PATH"),
+           "file for --slowlog-timeout stacks", metavar="PATH", shown="the error log"),
     Option("access_log", _text, None,
            "append one line per request: common log format plus the time taken in "
-           "microseconds", runfcgi=False, metavar="PATH"),
+           "microseconds", metavar="PATH"),
     Option("log_level", _choice("debug", "info", "warning", "error"), "info",
-           "lowest level of safefcgi's own log lines", runfcgi=False,
-           metavar="debug|info|warning|error"),
+           "lowest level of safefcgi's own log lines", metavar="debug|info|warning|error"),
     Option("log_format", _choice("text", "json"), "text",
-           "text, or one JSON object per line", runfcgi=False, metavar="text|json"),
+           "text, or one JSON object per line", metavar="text|json"),
 )
 
 OPTIONS_BY_NAME = {option.name: option for option in OPTIONS}
 
+# Options of ``safefcgi run`` about the configuration itself: never part of one (not in
+# ServerConfig, not in a config file, not runfcgi words).
+CONFIG_FILE_OPTIONS: tuple[Option, ...] = (
+    Option("config", _text, None, "read options from this TOML file (keys are option "
+           "names; the command line overrides it)", metavar="FILE", since="0.2.0"),
+    Option("print_config", _bool, False, "print every effective value and where it came "
+           "from, then exit", flag=True, since="0.2.0", shown=""),
+    Option("check_config", _bool, False, "check the options and import the project as the "
+           "server would, without serving; exit status 0 if it would start", flag=True,
+           since="0.2.0", shown=""),
+)
+
+
+def _key(word: str) -> str:
+    return word.strip().lower().replace("-", "_")
+
+
+# Every word a key=value option may start with: runfcgi's keys, and every option's own
+# name (with dashes or underscores), so that safefcgi's additions may be written so too.
+KEY_WORDS: dict[str, Option] = {
+    **{option.name: option for option in OPTIONS},
+    **{_key(option.runfcgi): option for option in OPTIONS if option.runfcgi},
+}
+
+
+def takes_octal(option: Option) -> bool:
+    """True for modes and masks (``022``), which only a string spells unambiguously."""
+    return option.cast is _octal
+
+
+def option_for_key(word: str) -> Option | None:
+    """The option a ``key=value`` word or a config-file key names (dashes or underscores)."""
+    return KEY_WORDS.get(_key(word))
+
 
 @dataclass(frozen=True)
-class ServerConfig:
-    """A validated configuration; building one never touches the process."""
+class OptionRow:
+    """One row of the options reference, as the docs and README print it."""
+
+    name: str  # --max-body-bytes
+    metavar: str | None  # BYTES; None for a switch
+    runfcgi: str | None  # the runfcgi key, None for safefcgi's own options
+    default: str  # as shown to users; "" when unset
+    help: str
+    since: str
+    modes: tuple[str, ...]  # the methods it applies to
+    repeatable: bool
+    env: str | None  # environment variable read when the option is not given
+    in_config_file: bool  # False for --config and the options that look at a config
+    runfcgi_default: str | None  # the default under manage.py runfcgi, for runfcgi keys
+
+
+def option_reference() -> list[OptionRow]:
+    """Every option of ``safefcgi run`` in table order, for generated documentation."""
+    return [OptionRow(name=option.dashed, metavar=None if option.flag else option.metavar,
+                      runfcgi=option.runfcgi, default=option.shown_default,
+                      help=option.help, since=option.since, modes=option.modes,
+                      repeatable=option.repeatable, env=option.env,
+                      in_config_file=option in OPTIONS,
+                      runfcgi_default=runfcgi_default(option) if option.runfcgi else None)
+            for option in OPTIONS + CONFIG_FILE_OPTIONS]
+
+
+def runfcgi_default(option: Option) -> str:
+    """The option's default as ``manage.py runfcgi`` applies it, in runfcgi's words."""
+    if option.name in RUNFCGI_DEFAULTS_SHOWN:
+        return RUNFCGI_DEFAULTS_SHOWN[option.name]
+    if isinstance(option.default, bool):
+        return "true" if option.default else "false"
+    return option.shown_default or "unset"
+
+
+class _ConfigProperties:
+    """What a config derives from its options (mixed into ServerConfig)."""
 
     settings_module: str
-    method: Method = "prefork"
-    protocol: str = "fcgi"
-    socket: str | None = None
-    host: str | None = None
-    port: int | None = None
-    umask: int | None = None
-    minspare: int = 2
-    maxspare: int = 5
-    maxchildren: int = 50
-    maxrequests: int = 0
-    maxthreads: int | None = None
-    daemonize: bool = False
-    pidfile: str | None = None
-    workdir: str | None = None
-    outlog: str | None = None
-    errlog: str | None = None
-    debug: bool = False
-    pythonpath: tuple[str, ...] = ()
-    before_fork: tuple[str, ...] = ()
-    after_fork: tuple[str, ...] = ()
-    graceful_timeout: float = 30.0
-    timeout: float = 0.0
-    maxrequests_jitter: int = 0
-    user: str | None = None
-    group: str | None = None
-    allow_root: bool = False
-    socket_mode: int | None = None
-    socket_owner: str | None = None
-    allowed_clients: tuple[str, ...] | None = None
-    max_params_bytes: int = 1024 ** 2
-    max_body_bytes: int = 1024 ** 3
-    read_timeout: float = 30.0
-    script_name: str | None = None
-    status_path: str | None = None
-    ping_path: str | None = None
-    ping_response: str = "pong"
-    ping_drain: float = 0.0
-    slowlog_timeout: float = 0.0
-    slowlog: str | None = None
-    access_log: str | None = None
-    log_level: str = "info"
-    log_format: str = "text"
-    explicit: frozenset[str] = field(default=frozenset(), compare=False)
+    socket: str | None
+    host: str | None
+    port: int | None
+    maxthreads: int | None
+    maxchildren: int
 
     @property
     def address(self) -> str | tuple[str, int] | None:
@@ -322,6 +410,32 @@ class ServerConfig:
     @property
     def thread_limit(self) -> int:
         return self.maxthreads if self.maxthreads is not None else self.maxchildren
+
+
+# A validated configuration, one field per option with the option's default; building
+# one never touches the process. ``explicit`` names the options the user gave.
+ServerConfig = dataclasses.make_dataclass(
+    "ServerConfig",
+    [("settings_module", str),
+     *[(option.name, Any, field(default=option.default)) for option in OPTIONS],
+     ("explicit", frozenset, field(default=frozenset(), compare=False))],
+    bases=(_ConfigProperties,), frozen=True,
+)
+ServerConfig.__module__ = __name__  # make_dataclass takes module= only from Python 3.12
+
+
+def protocol_limits(config: Any = None, **overrides: Any) -> Limits:
+    """The FastCGI layer's limits, from ``config`` (or the table's defaults) and overrides."""
+    return _section(Limits, config, overrides)
+
+
+def _section(kind: type, config: Any, overrides: Mapping[str, Any]) -> Any:
+    """Build ``kind``, a dataclass whose fields are options, from a config or the defaults."""
+    values = {}
+    for item in dataclasses.fields(kind):
+        default = OPTIONS_BY_NAME[item.name].default
+        values[item.name] = getattr(config, item.name) if config is not None else default
+    return kind(**{**values, **overrides})
 
 
 def cast_option(name: str, raw: Any) -> Any:
@@ -387,9 +501,16 @@ def validate(config: ServerConfig) -> ServerConfig:
         raise ConfigError(
             f"maxspare ({config.maxspare}) must not exceed maxchildren ({config.maxchildren})"
         )
-    if config.method == "threaded" and (config.before_fork or config.after_fork):
-        raise ConfigError("fork hooks need --method=prefork (threaded mode never forks)")
+    _validate_modes(config)
     return _validate_operability_options(_validate_process_options(config))
+
+
+def _validate_modes(config: ServerConfig) -> None:
+    """An option set away from its default under a method it does not apply to is refused."""
+    for option in OPTIONS:
+        if config.method not in option.modes and getattr(config, option.name) != option.default:
+            methods = " or ".join(f"--method={mode}" for mode in option.modes)
+            raise ConfigError(f"{option.dashed} needs {methods}")
 
 
 def _validate_process_options(config: ServerConfig) -> ServerConfig:
@@ -400,10 +521,6 @@ def _validate_process_options(config: ServerConfig) -> ServerConfig:
     if config.allowed_clients is not None and config.host is None:
         raise ConfigError("--allowed-clients applies to TCP (--host/--port); a unix "
                           "socket is governed by its file mode (--socket-mode)")
-    if config.method == "threaded":
-        for name in ("timeout", "maxrequests_jitter"):
-            if getattr(config, name):
-                raise ConfigError(f"--{name.replace('_', '-')} needs --method=prefork")
     if config.group is not None and config.user is None:
         raise ConfigError("--group needs --user")
     if config.maxrequests_jitter and not config.maxrequests:
@@ -422,11 +539,12 @@ def _validate_operability_options(config: ServerConfig) -> ServerConfig:
         raise ConfigError("--slowlog needs --slowlog-timeout (how long is slow)")
     if config.ping_drain and config.ping_path is None:
         raise ConfigError("--ping-drain needs --ping-path (balancers must see the drain)")
-    if config.method == "threaded":
-        for name in ("status_path", "slowlog_timeout", "ping_drain"):
-            if getattr(config, name):
-                raise ConfigError(f"--{name.replace('_', '-')} needs --method=prefork")
     return config
+
+
+# runfcgi's defaults where they differ from ours, as ``manage.py help runfcgi`` shows them.
+RUNFCGI_DEFAULTS_SHOWN = {"daemonize": "true when socket/host/port is given, else false",
+                          "workdir": "/ when daemonizing"}
 
 
 def apply_runfcgi_defaults(raw: dict[str, Any]) -> dict[str, Any]:
@@ -442,3 +560,19 @@ def apply_runfcgi_defaults(raw: dict[str, Any]) -> dict[str, Any]:
     if _bool(raw["daemonize"]) and "workdir" not in raw:
         raw["workdir"] = "/"
     return raw
+
+
+def rst_option_table(rows: list[OptionRow] | None = None) -> str:
+    """The options reference as a reStructuredText list-table (README's option table)."""
+    lines = [".. list-table::", "   :header-rows: 1", "   :widths: 30 14 14 8 34", "",
+             "   * - Option", "     - runfcgi key", "     - Default", "     - Since",
+             "     - Meaning"]
+    for row in option_reference() if rows is None else rows:
+        spelled = f"{row.name} {row.metavar}" if row.metavar else row.name
+        meaning = row.help + (" Repeatable." if row.repeatable else "") + (
+            f" {'/'.join(row.modes).capitalize()} only." if row.modes != BOTH_METHODS else "")
+        cells = [f"``{spelled}``", f"``{row.runfcgi}``" if row.runfcgi else "",
+                 row.default, row.since, meaning]
+        lines.append(f"   * - {cells[0]}")
+        lines.extend(f"     - {cell}".rstrip() for cell in cells[1:])
+    return "\n".join(lines) + "\n"

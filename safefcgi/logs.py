@@ -57,9 +57,13 @@ def make_formatter(log_format: str = "text") -> logging.Formatter:
     return JSONFormatter() if log_format == "json" else logging.Formatter(LOG_FORMAT)
 
 
+_ours: tuple[logging.Handler, int] | None = None  # our handler and level, for reclaim()
+
+
 def configure_logging(debug: bool = False, *, level: str | None = None,
                       log_format: str = "text") -> None:
     """Send safefcgi's log to standard error (which --errlog may point at a file)."""
+    global _ours
     root = logging.getLogger("safefcgi")
     handler = next((h for h in root.handlers if getattr(h, "_safefcgi", False)), None)
     if handler is None:
@@ -70,6 +74,32 @@ def configure_logging(debug: bool = False, *, level: str | None = None,
     handler.setFormatter(make_formatter(log_format))
     root.setLevel(LEVELS[level] if level else (logging.DEBUG if debug else logging.INFO))
     root.propagate = False
+    _ours = (handler, root.level)
+
+
+def reclaim() -> None:
+    """Undo what the project's LOGGING did to safefcgi's loggers when it was imported.
+
+    dictConfig disables every logger that exists and is not named in it
+    (``disable_existing_loggers`` defaults to True), and a configuration that
+    names ``safefcgi`` replaces its handlers and level. Our lines belong to
+    the operator's stream (standard error or --errlog) whatever the project
+    does with its own; its handlers on our loggers may stay and get copies.
+    """
+    if _ours is None:
+        return
+    handler, level = _ours
+    root = logging.getLogger("safefcgi")
+    if handler not in root.handlers:
+        root.addHandler(handler)
+    root.setLevel(level)
+    root.propagate = False
+    root.disabled = False
+    for name, logger in list(logging.Logger.manager.loggerDict.items()):
+        if name.startswith("safefcgi.") and isinstance(logger, logging.Logger):
+            logger.disabled = False
+            logger.propagate = True
+            logger.setLevel(logging.NOTSET)
 
 
 # -- log files shared by the master and its children ------------------------------------

@@ -7,31 +7,40 @@ old children instead of binding and detaching again (see reload.py).
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import signal
 import sys
 
 from safefcgi import logs
-from safefcgi.config import ServerConfig
+from safefcgi.config import ServerConfig, protocol_limits
 from safefcgi.errors import EXIT_OK, SafeFCGIError
-from safefcgi.fastcgi.protocol import FastCGIApplication, Limits
+from safefcgi.fastcgi.protocol import FastCGIApplication
 from safefcgi.forksafety import lifecycle
+from safefcgi.forksafety.doctor import check_project, print_report
 from safefcgi.forksafety.hooks import ForkHooks, Hook, load_hooks
 from safefcgi.ops.operability import NoPool, Operability
-from safefcgi.process import systemd
+from safefcgi.process import signals, systemd
 from safefcgi.process.daemon import (
     change_directory,
     check_pidfile,
     daemonize,
     pidfile,
     redirect_output,
+    remove_pidfile,
 )
 from safefcgi.process.master import InheritedChild, PreforkMaster
 from safefcgi.process.peers import PeerFilter, peer_filter
 from safefcgi.process.privileges import children_identity, drop_privileges, resolve_owner
 from safefcgi.process.reload import Handover, Reloader, is_probe, take_handover
-from safefcgi.process.sockets import Listener, adopt_fd, open_listener, set_socket_access
+from safefcgi.process.sockets import (
+    Listener,
+    adopt_fd,
+    open_listener,
+    remove_socket_file,
+    set_socket_access,
+)
 from safefcgi.process.threaded import ThreadedFastCGIServer
 
 log = logging.getLogger("safefcgi.server")
@@ -47,14 +56,31 @@ def serve(config: ServerConfig) -> int:
     if is_probe():
         logs.set_role("probe")
     handover = take_handover()
+    if handover is not None:  # the socket and the old children are ours already
+        signals.hold()
+    signals.unblock()  # blocked across the exec of a reload (see reload.py)
+    try:
+        return _serve(config, handover)
+    except signals.StopNow as exc:
+        log.info("%s while starting: stopped before serving", exc)
+        if handover is not None:
+            abandon_handover(handover, config.pidfile)
+        return EXIT_OK
+
+
+def _serve(config: ServerConfig, handover: Handover | None) -> int:
     launch_dir = handover.launch_dir if handover else os.getcwd()
     extend_sys_path(config.pythonpath)
     identity = children_identity(config.user, config.group, config.allow_root)
     application = lifecycle.load_application(config.settings_module)
+    # The project's LOGGING ran with its import: safefcgi's lines stay safefcgi's.
+    logs.reclaim()
     hooks = build_fork_hooks(config, application) if config.method == "prefork" else None
     if is_probe():
         log.info("reload probe: the new code of %s loads", config.settings_module)
         return EXIT_OK
+    # From here on there is something to clean up: a stop signal waits for the server.
+    signals.hold()
     if handover is None:
         check_pidfile(config.pidfile)
     if config.umask is not None:
@@ -85,6 +111,38 @@ def serve(config: ServerConfig) -> int:
     finally:
         ops.close()
         listener.close()
+
+
+def check_startup(config: ServerConfig) -> int:
+    """``--check-config``: what start-up checks before binding, then stop; nothing is served.
+
+    The project is imported as the master imports it (and what that import left open
+    is reported, as ``safefcgi check`` does), the children's user is looked up and the
+    fork hooks are loaded. No socket is bound, no file written, nothing forked.
+    """
+    extend_sys_path(config.pythonpath)
+    children_identity(config.user, config.group, config.allow_root)
+    report = check_project(config.settings_module)
+    if config.method == "prefork":
+        for setting in ("SAFEFCGI_BEFORE_FORK", "SAFEFCGI_AFTER_FORK"):
+            load_hooks(lifecycle.settings_hook_paths(setting))
+        load_hooks(config.before_fork + config.after_fork)
+    print_report(report)
+    log.info("configuration checked: %s imports and would be served", config.settings_module)
+    return EXIT_OK
+
+
+def abandon_handover(handover: Handover, pidfile_path: str | None) -> None:
+    """Stop now during a reload's start-up: kill the old children, remove what was ours."""
+    for pid, _ in handover.children:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGKILL)
+    for pid, _ in handover.children:
+        with contextlib.suppress(ChildProcessError):
+            os.waitpid(pid, 0)
+    if handover.unix_path is not None:
+        remove_socket_file(handover.unix_path, handover.unix_inode)
+    remove_pidfile(pidfile_path)
 
 
 def ignore_master_signals() -> None:
@@ -170,8 +228,3 @@ def serve_threaded(config: ServerConfig, application: object, listener: Listener
                          stop_accepting=listener.stop_accepting)
     log.info("threaded server stopped")
     return EXIT_OK
-
-
-def protocol_limits(config: ServerConfig) -> Limits:
-    return Limits(max_params_bytes=config.max_params_bytes,
-                  max_body_bytes=config.max_body_bytes, read_timeout=config.read_timeout)

@@ -57,21 +57,6 @@ def run_parser_actions() -> dict[str, argparse.Action]:
     return {action.dest: action for action in run._actions}
 
 
-def default_text(option: config.Option) -> str:
-    default = option.default
-    if default in (None, [], ()):
-        return "unset"
-    if isinstance(default, bool):
-        return "on" if default else "off"
-    if isinstance(default, float) and default.is_integer():
-        return str(int(default))
-    if isinstance(default, int) and option.metavar == "BYTES":
-        for suffix, size in (("G", 1024 ** 3), ("M", 1024 ** 2), ("K", 1024)):
-            if default and default % size == 0:
-                return f"{default // size}{suffix}"
-    return str(default)
-
-
 def spellings(action: argparse.Action) -> list[str]:
     """The option strings as ``--help`` shows them, each with its metavar."""
     if action.nargs == 0:
@@ -80,19 +65,28 @@ def spellings(action: argparse.Action) -> list[str]:
     return [f"{name} {metavar}" for name in action.option_strings]
 
 
-def option_lines(option: config.Option, action: argparse.Action) -> list[str]:
+def _dest(row: config.OptionRow) -> str:
+    return row.name.removeprefix("--").replace("-", "_")
+
+
+def option_lines(row: config.OptionRow, action: argparse.Action) -> list[str]:
     names = spellings(action)
-    lines = [f".. option:: {names[0]}", ""]
-    details = [f"Default: ``{default_text(option)}``."]
+    details = [f"Default: ``{row.default}``." if row.default else "Default: unset."]
+    if row.env:
+        details.append(f"Otherwise read from ``{row.env}``.")
     if len(names) > 1:
         details.append("Also spelled " + ", ".join(f"``{n}``" for n in names[1:]) + ".")
-    if option.runfcgi:
-        details.append(f"runfcgi: ``{option.name}=``.")
-    if option.repeatable:
+    if row.runfcgi:
+        details.append(f"runfcgi: ``{row.runfcgi}=``.")
+    if row.repeatable:
         details.append("Repeatable.")
-    lines.append("   " + option.help[0].upper() + option.help[1:] + ".")
-    lines += ["", "   " + " ".join(details), ""]
-    return lines
+    if row.modes != config.BOTH_METHODS:
+        details.append(" or ".join(row.modes).capitalize() + " only.")
+    if not row.in_config_file:
+        details.append("Command line only.")
+    details.append(f"Since {row.since}.")
+    return [f".. option:: {names[0]}", "", "   " + row.help[0].upper() + row.help[1:] + ".",
+            "", "   " + " ".join(details), ""]
 
 
 class OptionsDirective(_RstDirective):
@@ -100,13 +94,16 @@ class OptionsDirective(_RstDirective):
 
     def run(self) -> list[nodes.Node]:
         actions = run_parser_actions()
-        lines = [".. program:: safefcgi run", ""]
-        for option in config.OPTIONS:
-            lines += option_lines(option, actions[option.name])
-        others = [a for dest, a in actions.items()
-                  if dest not in config.OPTIONS_BY_NAME and a.option_strings]
+        rows = config.option_reference()
+        lines = [".. rubric:: At a glance", "", *config.rst_option_table(rows).splitlines(),
+                 "", ".. rubric:: Every option", "", ".. program:: safefcgi run", ""]
+        for row in rows:
+            lines += option_lines(row, actions[_dest(row)])
+        documented = {_dest(row) for row in rows}
+        others = [a for dest, a in actions.items() if dest not in documented and a.option_strings
+                  and a.help != argparse.SUPPRESS]
         if others:
-            lines += [".. rubric:: Command line only", ""]
+            lines += [".. rubric:: Besides the option table", ""]
             for action in others:
                 lines += [f".. option:: {', '.join(spellings(action))}", "",
                           f"   {action.help}", ""]
@@ -117,20 +114,16 @@ class RunfcgiKeysDirective(_RstDirective):
     """runfcgi's key=value vocabulary: each key, its safefcgi option, both defaults."""
 
     def run(self) -> list[nodes.Node]:
-        from safefcgi.management.commands.runfcgi import RUNFCGI_DEFAULTS_TEXT
-
         lines = [".. list-table::", "   :header-rows: 1", "",
                  "   * - runfcgi key", "     - ``safefcgi run``",
                  "     - default under ``manage.py runfcgi``",
                  "     - default under ``safefcgi run``", "     - meaning"]
-        for option in config.OPTIONS:
-            if not option.runfcgi:
+        for row in config.option_reference():
+            if not row.runfcgi:
                 continue
-            dashed = "--" + option.name.replace("_", "-")
-            own = default_text(option)
-            old = RUNFCGI_DEFAULTS_TEXT.get(option.name, own)
-            lines += [f"   * - ``{option.name}=``", f"     - :option:`safefcgi run {dashed}`",
-                      f"     - {old}", f"     - {own}", f"     - {option.help}"]
+            lines += [f"   * - ``{row.runfcgi}=``", f"     - :option:`safefcgi run {row.name}`",
+                      f"     - {row.runfcgi_default or 'unset'}",
+                      f"     - {row.default or 'unset'}", f"     - {row.help}"]
         return self.render(lines)
 
 

@@ -18,9 +18,10 @@ PLACEHOLDER = "…"
 # of the safefcgi command (a CommandError carries its own).
 RAISED = {"ConfigError": 2, "SafeFCGIError": 1, "SocketError": 1, "HookError": 1,
           "AppLoadError": 4, "CommandError": None}
-# Option casts raise ValueError; the user sees it after "bad value … for option '…': ".
-VALUE_ERROR_MODULES = ("config.py", "process/peers.py")
-LOG_METHODS = {"error", "critical"}
+# Option casts (and the config file's type checks) raise ValueError; the user sees
+# it after "bad value … for option '…': " or "option '…': ".
+VALUE_ERROR_MODULES = ("config.py", "configfile.py", "process/peers.py")
+LOG_METHODS = {"error", "exception", "critical"}
 PERCENT_FORMAT = re.compile(r"%[-#0 +]*\d*(?:\.\d+)?[sdrfgx]")
 
 

@@ -62,9 +62,6 @@ STDOUT = RecordType.STDOUT.value
 DATA = RecordType.DATA.value
 RESPONDER = Role.RESPONDER.value
 
-DEFAULT_MAX_PARAMS_BYTES = 1024 * 1024
-DEFAULT_MAX_BODY_BYTES = 1024 * 1024 * 1024
-DEFAULT_READ_TIMEOUT = 30.0
 # One recv() at most. Kept below glibc's mmap threshold (128 KiB): Python
 # allocates the whole size for every recv() before shrinking it, and a larger
 # buffer costs an mmap() and munmap() per call, more than the rest of a small
@@ -76,11 +73,14 @@ STOP_POLL_SECONDS = 1.0
 
 @dataclass(frozen=True)
 class Limits:
-    """What one web-server connection may make a child hold or wait for (0: no limit)."""
+    """What one web-server connection may make a child hold or wait for (0: no limit).
 
-    max_params_bytes: int = DEFAULT_MAX_PARAMS_BYTES
-    max_body_bytes: int = DEFAULT_MAX_BODY_BYTES
-    read_timeout: float = DEFAULT_READ_TIMEOUT
+    No defaults here: they are the options' (``safefcgi.config.protocol_limits``).
+    """
+
+    max_params_bytes: int
+    max_body_bytes: int
+    read_timeout: float
 
 
 class PeerClosed(ConnectionError):
@@ -114,12 +114,12 @@ class FastCGIApplication:
     """A WSGI application as served over FastCGI, with its limits and advertised capacity."""
 
     def __init__(self, application: WSGIApp, *, debug: bool, multithreaded: bool,
-                 max_connections: int, limits: Limits | None = None,
+                 max_connections: int, limits: Limits,
                  script_name: str | None = None):
         self.application = application
         self.debug = debug
         self.multithreaded = multithreaded
-        self.limits = limits or Limits()
+        self.limits = limits
         self.script_name = script_name
         self.observer: RequestObserver | None = None
         self.socket_timeout = _timeval(self.limits.read_timeout)

@@ -50,11 +50,12 @@ class NoPool:
 class Operability:
     """The operability options of one server, and the files they write to."""
 
-    status_path: str | None = None
-    ping_path: str | None = None
-    ping_response: str = "pong"
-    ping_drain: float = 0.0
-    slowlog_timeout: float = 0.0
+    # The options' values; their defaults live with the options (safefcgi.config).
+    status_path: str | None
+    ping_path: str | None
+    ping_response: str
+    ping_drain: float
+    slowlog_timeout: float
     access_log: LogFile | None = None
     slowlog_file: LogFile | None = None
 

@@ -74,9 +74,15 @@ def pidfile(path: str | None) -> Iterator[None]:
     try:
         yield
     finally:
-        if os.getpid() == pid and _read_pid(path) == pid:
-            with contextlib.suppress(OSError):
-                os.unlink(path)
+        if os.getpid() == pid:
+            remove_pidfile(path)
+
+
+def remove_pidfile(path: str | None) -> None:
+    """Remove the pid file at ``path`` if it names this process."""
+    if path is not None and _read_pid(os.path.abspath(path)) == os.getpid():
+        with contextlib.suppress(OSError):
+            os.unlink(os.path.abspath(path))
 
 
 def check_pidfile(path: str | None) -> None:

@@ -6,6 +6,11 @@ signal at once.
 
 Signals: TERM/INT graceful stop, QUIT fast stop, HUP reload with fresh code
 (see reload.py), USR1 reopen the log files, TTIN/TTOU one child more/fewer.
+A second stop signal during a graceful stop (TERM, INT or QUIT) stops now.
+
+Nothing in the master's own bookkeeping may end its loop: each step of a tick
+is guarded, a failure is logged with its traceback and the loop goes on. Only
+a step that keeps failing tick after tick stops the server, cleanly.
 """
 
 from __future__ import annotations
@@ -27,14 +32,20 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from safefcgi import logs
-from safefcgi.errors import CHILD_EXIT_BOOT_FAILED, EXIT_OK, HookError, SafeFCGIError
+from safefcgi.errors import (
+    CHILD_EXIT_BOOT_FAILED,
+    EXIT_FAILURE,
+    EXIT_OK,
+    HookError,
+    SafeFCGIError,
+)
 from safefcgi.fastcgi.protocol import FastCGIApplication
 from safefcgi.forksafety.hooks import ForkHooks
 from safefcgi.ops import slowlog
 from safefcgi.ops.operability import Operability
 from safefcgi.ops.status import PoolStats, listen_queue, snapshot
 from safefcgi.process import channel as ch
-from safefcgi.process import systemd, titles
+from safefcgi.process import signals, systemd, titles
 from safefcgi.process.child import BLOCKED_UNTIL_HANDLED, ChildWorker
 from safefcgi.process.daemon import redirect_output
 from safefcgi.process.fds import drain, flush_std_streams
@@ -43,6 +54,7 @@ from safefcgi.process.privileges import Identity, drop_privileges
 from safefcgi.process.reload import Reloader
 from safefcgi.process.scoreboard import IDLE as BOARD_IDLE
 from safefcgi.process.scoreboard import Scoreboard
+from safefcgi.process.signals import signal_name
 
 if TYPE_CHECKING:  # the master gets a built config; it never builds one
     from safefcgi.config import ServerConfig
@@ -56,6 +68,10 @@ BACKOFF_MAX_SECONDS = 30.0
 BOOT_FAILURES_BEFORE_SHOUTING = 5
 HANDLED_SIGNALS = ("SIGTERM", "SIGINT", "SIGQUIT", "SIGHUP", "SIGCHLD", "SIGUSR1",
                    "SIGTTIN", "SIGTTOU")
+# A step of the loop that fails this many ticks in a row is broken for good: stop.
+STEP_FAILURES_BEFORE_STOPPING = 50
+FAILED_TICK_PAUSE_SECONDS = 0.1  # a tick that failed does not spin
+FORK_ERRNOS = (errno.EAGAIN, errno.ENOMEM, errno.EMFILE, errno.ENFILE)
 
 
 @dataclass(frozen=True)
@@ -103,18 +119,19 @@ class Child:
     budget: int = 0  # requests it may serve (0: unlimited)
     slow_noted: float = -1.0  # request_since of the request last signalled as slow
 
-    def retire(self) -> None:
+    def retire(self) -> bool:
         """Tell the child to finish and exit, with a ``retire`` message.
 
         Not by closing the channel: what the child still reports (a request
         it accepted just now) is read until it exits, so the status page's
-        counts stay true, and a status query it sends is still answered. If
-        the message cannot be sent, closing the channel (EOF) says the same.
+        counts stay true, and a status query it sends is still answered.
+        Returns False if the message could not be sent: the caller then closes
+        the channel (EOF says the same).
         """
-        if not self.retiring:
-            self.retiring = True
-            if self.channel is not None and not ch.send(self.channel, ch.RETIRE):
-                self.close_channel()
+        if self.retiring:
+            return True
+        self.retiring = True
+        return self.channel is None or ch.send(self.channel, ch.RETIRE)
 
     def close_channel(self) -> None:
         if self.channel is not None:
@@ -186,10 +203,12 @@ class PreforkMaster:
         self._next_spawn_at = 0.0
         self._probe_pid: int | None = None
         self._previous_handlers: dict[int, Any] = {}
-        self.ops = ops or Operability()
+        self.ops = ops or Operability.from_config(config)
         self.stats = PoolStats()
         self._status_queries: list[tuple[Child, bool]] = []
         self._drain_until: float | None = None  # --ping-drain: stop once this is reached
+        self._step_failures: dict[str, int] = {}  # step of the loop -> failures in a row
+        self._exit_status = EXIT_OK
 
     # -- lifecycle --------------------------------------------------------------------
 
@@ -201,14 +220,16 @@ class PreforkMaster:
             log.info("prefork master ready: %d-%d spare children, at most %d",
                      self.limits.minspare, self.limits.maxspare, self.limits.maxchildren)
             self._adopt_inherited()
-            for _ in range(self._initial_children()):
-                self._spawn_if_allowed()
+            self._handle_signals()  # those that came while we started (a stop, say)
+            if not self._stopping:
+                for _ in range(self._initial_children()):
+                    self._spawn_if_allowed()
             while not self._stopping:
                 self._tick()
         finally:
             self._shutdown()
             self._teardown()
-        return EXIT_OK
+        return self._exit_status
 
     def _initial_children(self) -> int:
         limits = self.limits
@@ -225,11 +246,15 @@ class PreforkMaster:
         for name in HANDLED_SIGNALS:
             signum = getattr(signal, name)
             self._previous_handlers[signum] = signal.signal(signum, self._queue_signal)
+        # Signals noted while we started (see signals.hold) are ours now.
+        self._signals.extend(signals.take_held())
 
     def _teardown(self) -> None:
         signal.set_wakeup_fd(-1)
-        for signum, handler in self._previous_handlers.items():
-            signal.signal(signum, handler)
+        # Not the handlers from before: a TERM now, while the socket and the pid file
+        # are being removed, must not kill us half way (its default action would).
+        signals.hold(escalate=False)
+        signal.signal(signal.SIGCHLD, signal.SIG_DFL)
         if self._selector is not None:
             self._selector.close()
         os.close(self._wake_read)
@@ -250,7 +275,7 @@ class PreforkMaster:
             child = Child(inherited.pid, sock, ready=True, stale=True, retiring=sock is None)
             self.children[child.pid] = child
             if sock is not None:
-                self._selector.register(sock, selectors.EVENT_READ, child)
+                self._watch(child)
         if self._inherited:
             log.info("adopted %d children running the previous code; they stop once "
                      "fresh children are ready", len(self._inherited))
@@ -259,18 +284,45 @@ class PreforkMaster:
     # -- the main loop -----------------------------------------------------------------
 
     def _tick(self) -> None:
-        self._poll(self._select_timeout())
-        self._handle_signals()
-        self._reap()
-        self._read_boards()
-        self._enforce_timeout()
-        self._watch_slow_requests()
+        steps: list[Callable[[], None]] = [
+            lambda: self._poll(self._select_timeout()), self._handle_signals, self._reap,
+            self._read_boards, self._enforce_timeout, self._watch_slow_requests,
+            self._check_drain, self._after_reload, self._maintain_pool]
+        failed = False
+        for step in steps:
+            if self._stopping and step in (self._after_reload, self._maintain_pool):
+                break
+            failed |= not self._run_step(step)
+        if failed:
+            time.sleep(FAILED_TICK_PAUSE_SECONDS)
+
+    def _run_step(self, step: Callable[[], None]) -> bool:
+        """Run one step of the loop; a failure is logged, and the loop goes on.
+
+        Only a step that failed on every one of the last ticks (the selector
+        is broken, say) stops the server: cleanly, with a non-zero status.
+        """
+        name = getattr(step, "__name__", "poll").lstrip("_")
+        try:
+            step()
+        except Exception as exc:  # noqa: BLE001 - the loop must outlive its own bugs
+            failures = self._step_failures[name] = self._step_failures.get(name, 0) + 1
+            if failures == 1:
+                log.exception("internal error in the master's %s; the master carries on",
+                              name)
+            if failures >= STEP_FAILURES_BEFORE_STOPPING and not self._stopping:
+                log.critical("the master's %s failed %d times in a row (%s: %s): stopping",
+                             name, failures, type(exc).__name__, exc)
+                self._stopping = True
+                self._exit_status = EXIT_FAILURE
+            return False
+        self._step_failures.pop(name, None)
+        return True
+
+    def _check_drain(self) -> None:
         if self._drain_until is not None and time.monotonic() >= self._drain_until:
             log.info("ping drain over: stopping")
             self._stopping = True
-        if not self._stopping:
-            self._after_reload()
-            self._maintain_pool()
 
     def _poll(self, timeout: float) -> None:
         for key, _ in self._selector.select(timeout):
@@ -303,7 +355,7 @@ class PreforkMaster:
     def _handle_signals(self) -> None:
         while self._signals:
             signum = self._signals.popleft()
-            handler = getattr(self, f"handle_{signal.Signals(signum).name[3:].lower()}", None)
+            handler = getattr(self, f"handle_{signal_name(signum)[3:].lower()}", None)
             if handler is not None:
                 handler()
 
@@ -400,9 +452,10 @@ class PreforkMaster:
                 message = ch.receive(child.channel)
             except (BlockingIOError, InterruptedError):
                 return
-            except ch.ChannelClosed:
-                self._unregister(child)  # the child is exiting; _reap() collects it
-                child.close_channel()
+            except (ch.ChannelClosed, OSError) as exc:
+                if not isinstance(exc, ch.ChannelClosed):
+                    log.warning("channel of child %d unreadable (%s): closed", child.pid, exc)
+                self._close_channel(child)  # the child is exiting; _reap() collects it
                 child.idle = False
                 return
             if message is not None:
@@ -437,7 +490,10 @@ class PreforkMaster:
                             pool=self.config.settings_module, method=self.config.method,
                             limits=self.limits, listen_queue=listen_queue(self.listener),
                             full=full)
-            _send_as_memfd(child.channel, ch.STATUS, json.dumps(data).encode())
+            try:
+                _send_as_memfd(child.channel, ch.STATUS, json.dumps(data).encode())
+            except OSError as exc:  # out of fds or memory: the page says it got no answer
+                log.warning("cannot answer child %d's status query: %s", child.pid, exc)
 
     def _watch_slow_requests(self) -> None:
         """--slowlog-timeout: ask each child running a slow request for its stack, once."""
@@ -485,8 +541,7 @@ class PreforkMaster:
 
     def _child_exited(self, child: Child, status: int) -> None:
         self._read_status(child)  # what it said before exiting still counts
-        self._unregister(child)
-        child.close_channel()
+        self._close_channel(child)
         child.read_board()  # the request it died in, if any
         child.close_board()
         code = os.waitstatus_to_exitcode(status)
@@ -498,7 +553,7 @@ class PreforkMaster:
             log.warning("child %d killed after --timeout; a fresh one replaces it", child.pid)
         elif code < 0:
             log.warning("child %d killed by %s while %s", child.pid,
-                        signal.Signals(-code).name, child.describe_request())
+                        signal_name(-code), child.describe_request())
         elif code != 0:
             log.warning("child %d exited with status %d while %s", child.pid, code,
                         child.describe_request())
@@ -526,7 +581,7 @@ class PreforkMaster:
         if code == CHILD_EXIT_BOOT_FAILED:
             reason = "its after-fork hook failed"
         elif code < 0:
-            reason = f"killed by {signal.Signals(-code).name}"
+            reason = f"killed by {signal_name(-code)}"
         else:
             reason = f"exit status {code}"
         log.error("child %d failed during start-up (%s); next try in %.1f s",
@@ -602,9 +657,9 @@ class PreforkMaster:
             self._next_spawn_at = time.monotonic() + BACKOFF_MAX_SECONDS
             return False
         except OSError as exc:
-            if exc.errno not in (errno.EAGAIN, errno.ENOMEM):
+            if exc.errno not in FORK_ERRNOS:
                 raise
-            log.error("cannot fork: %s", exc.strerror)
+            log.error("cannot start a child: %s", exc.strerror)
             self._next_spawn_at = time.monotonic() + BACKOFF_FIRST_SECONDS
             return False
         return True
@@ -638,7 +693,7 @@ class PreforkMaster:
         parent_end.setblocking(False)
         child = Child(pid=pid, channel=parent_end, budget=max_requests, board=board)
         self.children[pid] = child
-        self._selector.register(parent_end, selectors.EVENT_READ, child)
+        self._watch(child)
         log.debug("spawned child %d (request budget %s)", pid, max_requests or "unlimited")
         return child
 
@@ -685,18 +740,54 @@ class PreforkMaster:
     # -- stopping ---------------------------------------------------------------------
 
     def _retire(self, child: Child) -> None:
-        child.retire()  # still registered: we read it until it exits
+        if not child.retire():  # else still watched: we read it until it exits
+            self._close_channel(child)
 
-    def _unregister(self, child: Child) -> None:
-        if self._selector is None or child.channel is None:
-            return
+    # -- channels: watched while open, never closed while watched ----------------------
+
+    def _watch(self, child: Child) -> None:
+        """Read ``child``'s channel in the loop.
+
+        An entry left for the same fd number would make register() raise; it
+        can only be stale (that fd was closed and reused), so it is replaced.
+        """
         try:
-            self._selector.unregister(child.channel)
-        except (KeyError, ValueError):
-            pass
+            self._selector.register(child.channel, selectors.EVENT_READ, child)
+        except KeyError:
+            stale = self._selector.get_key(child.channel.fileno())
+            log.warning("fd %d was still watched for %s; watching it for child %d now",
+                        stale.fd, getattr(stale.data, "pid", "the wake-up pipe"), child.pid)
+            self._selector.unregister(stale.fd)
+            self._selector.register(child.channel, selectors.EVENT_READ, child)
+
+    def _close_channel(self, child: Child) -> None:
+        """Stop watching ``child``'s channel, then close it (in that order: fds get reused)."""
+        if self._selector is not None:
+            for key in list(self._selector.get_map().values()):
+                if key.data is child:
+                    self._selector.unregister(key.fd)
+        child.close_channel()
 
     def _shutdown(self) -> None:
-        """Stop accepting now; children finish, serve the backlog and exit; then kill."""
+        """Stop accepting now; children finish, serve the backlog and exit; then kill.
+
+        Whatever fails here, no child outlives us: the last resort is SIGKILL.
+        """
+        try:
+            self._stop_children()
+        except Exception:  # noqa: BLE001 - the children must be stopped all the same
+            log.exception("internal error while stopping; killing the children")
+            self._exit_status = EXIT_FAILURE
+            self._kill_all(signal.SIGKILL)
+            for pid in list(self.children):
+                _wait_quietly(pid)
+        for child in self.children.values():
+            self._close_channel(child)
+            child.close_board()
+        self.children.clear()
+        log.info("all children have exited")
+
+    def _stop_children(self) -> None:
         systemd.stopping()
         if self._stop_accepting is not None:
             self._stop_accepting()
@@ -710,7 +801,7 @@ class PreforkMaster:
         deadline = time.monotonic() + self.config.graceful_timeout
         while self.children and time.monotonic() < deadline:
             self._poll(min(TICK_SECONDS, max(deadline - time.monotonic(), 0)))
-            self._signals.clear()
+            self._escalate_on_stop_signals()
             self._reap()
             self._read_boards()
             self._enforce_timeout()
@@ -722,11 +813,15 @@ class PreforkMaster:
             self._kill_all(signal.SIGKILL)
             for pid in list(self.children):
                 _wait_quietly(pid)
-        for child in self.children.values():
-            child.close_channel()
-            child.close_board()
-        self.children.clear()
-        log.info("all children have exited")
+
+    def _escalate_on_stop_signals(self) -> None:
+        """During a graceful stop, a second TERM or INT, or a QUIT, stops now."""
+        while self._signals:
+            signum = self._signals.popleft()
+            if signum in signals.STOP_SIGNALS and not self._fast_stop:
+                log.info("%s during the graceful stop: stopping now", signal_name(signum))
+                self._fast_stop = True
+                self._kill_all(signal.SIGKILL)
 
     def _kill_all(self, signum: int) -> None:
         for pid in self.children:

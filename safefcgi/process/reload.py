@@ -21,6 +21,7 @@ import socket
 import sys
 from dataclasses import asdict, dataclass, field
 
+from safefcgi.process import signals
 from safefcgi.process.fds import flush_std_streams
 
 log = logging.getLogger("safefcgi.reload")
@@ -109,10 +110,15 @@ class Reloader:
         log.info("re-executing the master with fresh code (pid %d stays)", os.getpid())
         flush_std_streams()
         previous_dir = os.getcwd()
+        # Our handlers do not survive exec, and the new image installs its own only
+        # once it runs: blocked until then, a TERM waits for them instead of killing
+        # the new image by its default action (see signals.py).
+        mask = signals.block_for_exec()
         try:
             os.chdir(self.launch_dir)
             os.execve(sys.executable, command_line(), env)
         except OSError as exc:
+            signals.restore_mask(mask)
             log.error("cannot re-execute %s: %s; the old code keeps serving",
                       sys.executable, exc.strerror)
             os.chdir(previous_dir)

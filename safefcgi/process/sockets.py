@@ -56,13 +56,18 @@ class Listener:
             self._unlink_if_ours()
 
     def _unlink_if_ours(self) -> None:
-        try:
-            if os.stat(self.unix_path).st_ino == self.unix_inode:
-                os.unlink(self.unix_path)
-        except FileNotFoundError:
-            pass
-        except OSError as exc:
-            log.warning("could not remove socket file %s: %s", self.unix_path, exc)
+        remove_socket_file(self.unix_path, self.unix_inode)
+
+
+def remove_socket_file(path: str, inode: int | None) -> None:
+    """Remove the socket file at ``path`` if it is still the one we created (``inode``)."""
+    try:
+        if os.stat(path).st_ino == inode:
+            os.unlink(path)
+    except FileNotFoundError:
+        pass
+    except OSError as exc:
+        log.warning("could not remove socket file %s: %s", path, exc)
 
 
 def open_listener(address: str | tuple[str, int] | None, umask: int | None = None) -> Listener:

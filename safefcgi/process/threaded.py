@@ -14,7 +14,8 @@ connection starts another one when fewer than minspare would be left idle
 maxspare would be idle. At least one thread is kept idle while maxthreads
 allows, even with --minspare 0: only an idle thread accepts, so with none a
 connection would wait although the pool may grow. The main thread only
-waits for TERM or INT.
+waits for TERM or INT (graceful stop) or QUIT (stop now); a second TERM or
+INT during the graceful stop stops now too.
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ import select
 import signal
 import socket
 import threading
+import time
 from collections.abc import Callable
 from typing import Any
 
@@ -36,6 +38,7 @@ from safefcgi.fastcgi.protocol import (
     serve_connection,
 )
 from safefcgi.fastcgi.wsgi import WSGIApp
+from safefcgi.process import signals
 from safefcgi.process.fds import close_fds, drain
 from safefcgi.process.peers import PeerFilter
 from safefcgi.process.polling import (
@@ -49,13 +52,14 @@ from safefcgi.process.polling import (
 log = logging.getLogger("safefcgi.threaded")
 
 SIGNAL_POLL_SECONDS = 1.0  # the main thread also looks at the stop flag this often
+STOP_POLL_SECONDS = 0.1  # while stopping, how often a second stop signal is looked for
 
 
 class ThreadedFastCGIServer:
     """Serves a WSGI application from threads that accept their own connections."""
 
     def __init__(self, application: WSGIApp, *, debug: bool, min_spare: int, max_spare: int,
-                 max_threads: int, limits: Limits | None = None,
+                 max_threads: int, limits: Limits,
                  script_name: str | None = None, peers: PeerFilter | None = None):
         self.app = FastCGIApplication(application, debug=debug, multithreaded=True,
                                       max_connections=max_threads, limits=limits,
@@ -73,6 +77,7 @@ class ThreadedFastCGIServer:
         self._accept_lock = threading.Lock()
         self._stopping = False  # set under _accept_lock, after the backlog is taken
         self._stop_signalled = False  # TERM or INT arrived
+        self._stop_now = False  # QUIT, or a second TERM or INT: do not wait for requests
         self._queued: collections.deque[tuple[socket.socket, Any]] = collections.deque()
         self._listener: socket.socket | None = None
         self._listener_kind = (0, 0, 0)
@@ -92,8 +97,11 @@ class ThreadedFastCGIServer:
         os.set_blocking(wake_read, False)
         os.set_blocking(wake_write, False)
         previous_fd = signal.set_wakeup_fd(wake_write)
-        previous = {signum: signal.signal(signum, self._on_stop)
-                    for signum in (signal.SIGTERM, signal.SIGINT)}
+        for signum in signals.STOP_SIGNALS:
+            signal.signal(signum, self._on_stop)
+        for signum in signals.take_held():  # a stop that came while we started
+            if signum in signals.STOP_SIGNALS:
+                self._on_stop(signum, None)
         self._stop_read, self._stop_write = os.pipe()
         sock.setblocking(False)
         prepare_listener(sock)
@@ -107,13 +115,16 @@ class ThreadedFastCGIServer:
             self._wait_for_threads(graceful_timeout)
         finally:
             signal.set_wakeup_fd(previous_fd)
-            for signum, handler in previous.items():
-                signal.signal(signum, handler)
+            # Not the handlers from before: a TERM now, while the socket and the pid
+            # file are being removed, must not kill us half way.
+            signals.hold(escalate=False)
             close_fds((wake_read, wake_write))
             if not self._threads:  # threads still serving may yet look at the stop pipe
                 close_fds((self._stop_read, self._stop_write))
 
     def _on_stop(self, signum: int, frame: Any) -> None:
+        if self._stop_signalled or signum == signal.SIGQUIT:
+            self._stop_now = True
         self._stop_signalled = True
 
     def _wait_for_stop_signal(self, wake_read: int) -> None:
@@ -135,13 +146,17 @@ class ThreadedFastCGIServer:
 
     def _wait_for_threads(self, timeout: float) -> None:
         """Wait until every thread has finished its request and the queued connections."""
+        deadline = time.monotonic() + timeout
         with self._counts:
-            if self._counts.wait_for(lambda: self._threads == 0, timeout):
-                return
+            while not self._stop_now and (left := deadline - time.monotonic()) > 0:
+                if self._counts.wait_for(lambda: self._threads == 0,
+                                         min(left, STOP_POLL_SECONDS)):
+                    return
             running = self._busy
         unserved = len(self._queued)
-        log.warning("%d requests still running after %g s; stopping anyway%s", running,
-                    timeout, f" ({unserved} queued connections not served)" if unserved else "")
+        why = "a second stop signal" if self._stop_now else f"{timeout:g} s"
+        log.warning("%d requests still running after %s; stopping anyway%s", running,
+                    why, f" ({unserved} queued connections not served)" if unserved else "")
 
     # -- the pool -----------------------------------------------------------------------
 

@@ -70,7 +70,7 @@ def test_every_error_message_of_the_code_is_on_the_troubleshooting_page(built_ht
 
 def test_every_runfcgi_key_is_on_the_migration_page(built_html):
     text = page_text(built_html, "migrating.html")
-    keys = [option.name for option in OPTIONS if option.runfcgi]
+    keys = [option.runfcgi for option in OPTIONS if option.runfcgi]
 
     assert "maxchildren" in keys
     assert [key for key in keys if f"{key}=" not in text] == []

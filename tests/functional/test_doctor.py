@@ -11,8 +11,8 @@ import time
 
 import pytest
 
-from .conftest import PROJECT
-from .helpers import free_tcp_port
+from tests.support.paths import PROJECT
+from tests.support.ports import free_tcp_port
 
 
 def check(tmp_path, *args, env=None):

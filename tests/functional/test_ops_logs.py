@@ -7,9 +7,9 @@ import signal
 import subprocess
 
 from safefcgi.process import titles
-
-from .conftest import wait_for
-from .helpers import in_thread, sleeping_child
+from tests.support.servers import sleeping_child
+from tests.support.threads import in_thread
+from tests.support.waiting import wait_until
 
 CLF = re.compile(r'^127\.0\.0\.1 - - \[\d\d/\w{3}/\d{4}:\d\d:\d\d:\d\d [+-]\d{4}\] '
                  r'"(?P<request>[^"]*)" (?P<status>\d{3}) (?P<size>\d+|-) (?P<micros>\d+)$')
@@ -26,7 +26,7 @@ def test_slow_log_holds_the_stack_of_a_sleeping_view(start_server, tmp_path):
     server.get("/hello")  # fast: not logged
 
     pid = int(response.body.split()[-1])
-    text = wait_for(lambda: slowlog.exists() and slowlog.read_text())
+    text = wait_until(lambda: slowlog.exists() and slowlog.read_text(), 10, "the slow log entry")
     assert re.match(rf"\S+ \S+ \S+ pid {pid} slow request: GET /sleep\?seconds=1\.5 "
                     r"running for 0\.[5-9]\d* s \(--slowlog-timeout 0\.5 s\)\n", text), text
     assert re.search(r'fixturesite_urls\.py", line \d+, in sleep\n\s+time\.sleep', text)
@@ -40,7 +40,8 @@ def test_slow_log_holds_the_stack_of_a_sleeping_view(start_server, tmp_path):
 def test_slow_log_without_a_file_goes_to_the_error_log(start_server):
     server = start_server("--slowlog-timeout", "0.3")
     server.get("/sleep?seconds=0.8")
-    assert wait_for(lambda: "slow request: GET /sleep?seconds=0.8" in server.log)
+    wait_until(lambda: "slow request: GET /sleep?seconds=0.8" in server.log, 10,
+               "the slow request in the error log")
     assert "in sleep" in server.log
 
 
@@ -64,7 +65,7 @@ def test_access_log_has_one_common_log_format_line_per_request(start_server, tmp
         lines = [line for line in access.read_text().splitlines() if "GET /pid " not in line]
         return lines if len(lines) >= 3 else None
 
-    lines = wait_for(ours)
+    lines = wait_until(ours, 10, "our access log lines")
     entries = [CLF.match(line) for line in lines]
     assert all(entries), lines
     # Children write their own lines once a response is sent: two children's
@@ -83,20 +84,23 @@ def test_sigusr1_reopens_access_and_slow_logs_in_every_child(start_server, tmp_p
     server = start_server("--access-log", str(access), "--slowlog-timeout", "0.3",
                           "--slowlog", str(slowlog), "--maxchildren", "2", "--minspare", "2")
     server.get("/sleep?seconds=0.5")
-    wait_for(lambda: slowlog.exists() and "slow request" in slowlog.read_text())
+    wait_until(lambda: slowlog.exists() and "slow request" in slowlog.read_text(), 10,
+               "the first slow log entry")
     access.rename(tmp_path / "access.log.1")
     slowlog.rename(tmp_path / "slow.log.1")
 
     server.process.send_signal(signal.SIGUSR1)
-    assert wait_for(lambda: "log files reopened" in server.log)
+    wait_until(lambda: "log files reopened" in server.log, 10, "the master to reopen its logs")
     # Both children, whichever answers, write to the new files.
     slow = [in_thread(server.get, "/sleep?seconds=0.6") for _ in range(2)]
     for outcome in slow:
         outcome["thread"].join(5)
 
-    assert wait_for(lambda: slowlog.exists() and slowlog.read_text().count("slow request") == 2)
+    wait_until(lambda: slowlog.exists() and slowlog.read_text().count("slow request") == 2, 10,
+               "the second slow log entry")
     # The line is written once the response is closed, just after the client has it.
-    assert wait_for(lambda: access.read_text().count("GET /sleep?seconds=0.6") == 2)
+    wait_until(lambda: access.read_text().count("GET /sleep?seconds=0.6") == 2, 10,
+               "both requests in the access log")
     assert "seconds=0.6" not in (tmp_path / "access.log.1").read_text()
 
 
@@ -108,14 +112,15 @@ def test_log_lines_carry_pid_and_role(start_server):
     master = server.process.pid
     assert re.search(rf"\[{master}\] \[master\] \[INFO\] safefcgi.server: safefcgi serving",
                      server.log)
-    assert wait_for(lambda: re.search(r"\[(\d+)\] \[child\] \[WARNING\] safefcgi.protocol: "
-                                      r"malformed FastCGI input", server.log)), server.log
+    wait_until(lambda: re.search(r"\[(\d+)\] \[child\] \[WARNING\] safefcgi.protocol: "
+                                      r"malformed FastCGI input", server.log), 10,
+               "the child's malformed-input warning", detail=lambda: server.log)
 
 
 def test_json_log_format(start_server):
     server = start_server("--log-format", "json")
     bad_input(server)
-    wait_for(lambda: "malformed" in server.log)
+    wait_until(lambda: "malformed" in server.log, 10, "the malformed-input line")
     entries = [json.loads(line) for line in server.log.splitlines() if line.startswith("{")]
     roles = {entry["role"] for entry in entries}
     assert roles == {"master", "child"}, server.log
@@ -127,7 +132,8 @@ def test_json_log_format(start_server):
 def test_log_level_warning_hides_info_lines(start_server):
     server = start_server("--log-level", "warning")
     bad_input(server)
-    assert wait_for(lambda: "malformed FastCGI input" in server.log)
+    wait_until(lambda: "malformed FastCGI input" in server.log, 10,
+               "the malformed-input line as JSON")
     assert "safefcgi serving" not in server.log
 
 
@@ -161,5 +167,6 @@ def test_process_titles_show_master_idle_and_busy_children(start_server):
     others = [title for pid, title in shown.items() if pid not in (busy, server.process.pid)]
     assert others == ["safefcgi: child idle"]
     slow["thread"].join(5)
-    assert wait_for(lambda: process_titles([busy]).get(busy) == "safefcgi: child idle")
+    wait_until(lambda: process_titles([busy]).get(busy) == "safefcgi: child idle", 10,
+               "the child's title to say idle")
     assert os.path.exists(server.socket)

@@ -9,8 +9,11 @@ import sys
 import time
 from concurrent.futures import ThreadPoolExecutor
 
-from .conftest import wait_for
-from .helpers import free_tcp_port, in_thread, read_response, send_request, sleeping_child
+from tests.support.fastcgi import read_response, send_request
+from tests.support.ports import free_tcp_port
+from tests.support.servers import sleeping_child
+from tests.support.threads import in_thread
+from tests.support.waiting import wait_until
 
 STATUS = "/fcgi-status"
 
@@ -90,15 +93,17 @@ def test_restarts_are_counted_by_reason(start_server):
                           "--maxrequests", "2", "--timeout", "1")
     for _ in range(6):  # each child exits at its 2nd request: at least 2 restarts
         assert server.get("/hello").status == 200
-    wait_for(lambda: status(server)["restarts"]["maxrequests"] >= 2)
+    wait_until(lambda: status(server)["restarts"]["maxrequests"] >= 2, 10,
+               "two maxrequests restarts")
     # Not the child answering the status page: that one is busy.
-    crashed = wait_for(lambda: next((row["pid"] for row in status(server, "json&full")[
-        "children"] if row["state"] == "idle"), None))
+    crashed = wait_until(lambda: next((row["pid"] for row in status(server, "json&full")[
+        "children"] if row["state"] == "idle"), None), 10, "an idle child")
     os.kill(crashed, signal.SIGKILL)
-    wait_for(lambda: status(server)["restarts"]["crash"] == 1)
+    wait_until(lambda: status(server)["restarts"]["crash"] == 1, 10, "the crash to be counted")
     stuck = in_thread(server.get, "/sleep?seconds=5")
 
-    restarts = wait_for(lambda: (r := status(server)["restarts"])["timeout"] == 1 and r)
+    restarts = wait_until(lambda: (r := status(server)["restarts"])["timeout"] == 1 and r, 10,
+                          "the timeout restart to be counted")
 
     stuck["thread"].join(5)
     assert "error" in stuck  # killed for --timeout: no END_REQUEST
@@ -147,7 +152,8 @@ def test_ping_answers_while_all_children_are_busy_when_the_pool_can_grow(start_s
                           "--maxchildren", "4")
     slow = [in_thread(server.get, "/sleep?seconds=3") for _ in range(2)]
     # Both sleep at once only if the pool grew: otherwise the second waits for the first.
-    assert wait_for(lambda: server.log.count(" sleeps 3") == 2, timeout=2.5), server.log
+    wait_until(lambda: server.log.count(" sleeps 3") == 2, 2.5,
+               "two children sleeping 3 s", detail=lambda: server.log)
 
     started = time.monotonic()
     response = server.get("/ping", timeout=5)
@@ -162,7 +168,7 @@ def test_ping_says_stopping_during_the_drain_while_requests_are_still_served(sta
     assert server.get("/ping").body == b"pong"
 
     server.process.send_signal(signal.SIGTERM)
-    drained = wait_for(lambda: server.get("/ping").status == 503, timeout=3)
+    drained = wait_until(lambda: server.get("/ping").status == 503, 3, "ping to say stopping")
 
     assert drained
     assert server.get("/ping").body == b"stopping\n"
@@ -175,7 +181,7 @@ def test_ping_says_stopping_during_the_drain_while_requests_are_still_served(sta
 def test_a_second_sigterm_skips_the_ping_drain(start_server):
     server = start_server("--ping-path", "/ping", "--ping-drain", "60")
     server.process.send_signal(signal.SIGTERM)
-    assert wait_for(lambda: server.get("/ping").status == 503, timeout=3)  # draining
+    wait_until(lambda: server.get("/ping").status == 503, 3, "ping to say stopping")  # draining
 
     server.process.send_signal(signal.SIGTERM)
 
@@ -200,9 +206,9 @@ def test_status_command_over_tcp_with_another_path(start_server):
     port = free_tcp_port()
     start_server("--host", "127.0.0.1", "--port", str(port), "--status-path", "/_st",
                  wait=False)
-    assert wait_for(lambda: status_command("--host", "127.0.0.1", "--port", str(port),
+    wait_until(lambda: status_command("--host", "127.0.0.1", "--port", str(port),
                                            "--path", "/_st", "--json").returncode == 0,
-                    timeout=15)
+               15, "safefcgi status to answer over TCP")
 
 
 def test_status_command_explains_a_server_without_status_page(start_server):
@@ -223,4 +229,5 @@ def test_threaded_mode_answers_ping_and_logs_access(start_server, tmp_path):
     server = start_server("--method", "threaded", "--ping-path", "/ping", "--access-log",
                           str(access))
     assert server.get("/ping").body == b"pong"
-    assert wait_for(lambda: '"GET /ping HTTP/1.1" 200 4 ' in access.read_text())
+    wait_until(lambda: '"GET /ping HTTP/1.1" 200 4 ' in access.read_text(), 10,
+               "the ping request in the access log")

@@ -1,30 +1,18 @@
-"""Who children run as, who may connect, and one server per pid file."""
+"""Who children run as and who may connect."""
 
 import grp
 import os
 import pwd
-import signal
 import stat
-import subprocess
-import sys
 
 import pytest
 
-from safefcgi.fastcgi import client
-
-from .conftest import PROJECT, wait_for
-from .helpers import free_tcp_port
+from tests.support.ports import free_tcp_port
+from tests.support.servers import run_fixture_server
+from tests.support.waiting import wait_until
 
 needs_root = pytest.mark.skipif(os.geteuid() != 0,
                                 reason="switching users needs the tests to run as root")
-
-
-def run_server(*args, timeout=20):
-    """Run safefcgi to completion, exactly with these arguments (no --allow-root added)."""
-    return subprocess.run([sys.executable, "-m", "safefcgi", "run", "fixturesite_settings",
-                           "--pythonpath", str(PROJECT), *args],
-                          capture_output=True, text=True, timeout=timeout,
-                          stdin=subprocess.DEVNULL)
 
 
 def uids_of(pid: int) -> tuple[int, int]:
@@ -45,14 +33,15 @@ def test_children_run_as_the_given_user_and_group(start_server):
     pid = int(server.get("/pid").body)
     assert uids_of(pid) == (nobody.pw_uid, nogroup.gr_gid)
     # A child drops privileges right after fork: one just forked may still be root.
-    assert wait_for(lambda: all(uids_of(child) == (nobody.pw_uid, nogroup.gr_gid)
-                                for child in server.children()))
+    wait_until(lambda: all(uids_of(child) == (nobody.pw_uid, nogroup.gr_gid)
+                                for child in server.children()),
+               10, "every child to run as nobody:nogroup")
     assert uids_of(server.process.pid) == (0, 0)  # the parent never serves a request
 
 
 @needs_root
 def test_children_refuse_to_serve_as_root_without_allow_root(tmp_path):
-    result = run_server("--socket", str(tmp_path / "s.sock"))
+    result = run_fixture_server("--socket", str(tmp_path / "s.sock"))
     assert result.returncode == 1
     assert "refusing to serve requests as root: give --user" in result.stderr
     assert not (tmp_path / "s.sock").exists()
@@ -60,13 +49,14 @@ def test_children_refuse_to_serve_as_root_without_allow_root(tmp_path):
 
 @needs_root
 def test_user_root_still_needs_allow_root(tmp_path):
-    result = run_server("--socket", str(tmp_path / "s.sock"), "--user", "root")
+    result = run_fixture_server("--socket", str(tmp_path / "s.sock"), "--user", "root")
     assert result.returncode == 1
     assert "--user root is root" in result.stderr
 
 
 def test_an_unknown_user_is_a_usage_error(tmp_path):
-    result = run_server("--socket", str(tmp_path / "s.sock"), "--user", "no-such-user-here")
+    result = run_fixture_server("--socket", str(tmp_path / "s.sock"),
+                                "--user", "no-such-user-here")
     assert result.returncode == 2
     assert result.stderr.strip() == "safefcgi: error: unknown user 'no-such-user-here'"
 
@@ -82,7 +72,7 @@ def test_socket_mode_and_owner_let_exactly_the_web_server_in(start_server):
 
 
 def test_socket_mode_without_a_unix_socket_is_refused():
-    result = run_server("--host", "127.0.0.1", "--port", "9", "--socket-mode", "0660")
+    result = run_fixture_server("--host", "127.0.0.1", "--port", "9", "--socket-mode", "0660")
     assert result.returncode == 2
     assert "--socket-mode applies to a unix socket" in result.stderr
 
@@ -111,52 +101,16 @@ def test_a_peer_not_allowed_is_closed_without_an_answer(start_server, how, metho
         server = _tcp_server(start_server, "--method", method,
                              env={"FCGI_WEB_SERVER_ADDRS": "192.0.2.7"})
     source = "--allowed-clients" if how == "option" else "FCGI_WEB_SERVER_ADDRS"
-    assert wait_for(lambda: f"({source})" in server.log)
+    wait_until(lambda: f"({source})" in server.log, 10, "the allow list to be logged")
     with pytest.raises(ConnectionError):
         server.get("/pid", timeout=5)
-    assert wait_for(lambda: f"refused a connection from 127.0.0.1: not allowed by {source}"
-                    in server.log)
+    wait_until(lambda: f"refused a connection from 127.0.0.1: not allowed by {source}"
+                    in server.log, 10, "the refused connection to be logged")
     assert server.process.poll() is None
 
 
 def test_a_bad_allowed_clients_entry_is_named():
-    result = run_server("--host", "127.0.0.1", "--port", "9",
-                        "--allowed-clients", "127.0.0.1,10.0.0.300")
+    result = run_fixture_server("--host", "127.0.0.1", "--port", "9",
+                                "--allowed-clients", "127.0.0.1,10.0.0.300")
     assert result.returncode == 2
     assert "'10.0.0.300' is not an IP address or network" in result.stderr
-
-
-@pytest.mark.parametrize("detach", [[], ["--daemonize"]], ids=["foreground", "daemonize"])
-def test_a_second_server_with_a_live_pid_file_is_refused(start_server, tmp_path, detach):
-    pidfile = tmp_path / "site.pid"
-    first = start_server("--pidfile", str(pidfile))
-    result = run_server("--socket", str(tmp_path / "other.sock"), "--pidfile", str(pidfile),
-                        *detach, *(["--allow-root"] if os.geteuid() == 0 else []))
-    assert result.returncode == 1
-    assert f"pid file {pidfile} names pid {first.process.pid}, which is still running" \
-        in result.stderr
-    assert int(pidfile.read_text()) == first.process.pid
-    assert not (tmp_path / "other.sock").exists()
-    assert first.get("/pid").status == 200
-
-
-def test_a_stale_pid_file_is_replaced(start_server, tmp_path):
-    dead = subprocess.Popen(["true"])
-    dead.wait()
-    pidfile = tmp_path / "site.pid"
-    pidfile.write_text(f"{dead.pid}\n")
-    server = start_server("--pidfile", str(pidfile))
-    assert int(pidfile.read_text()) == server.process.pid
-    server.process.send_signal(signal.SIGTERM)
-    assert server.wait_for_exit(5) == 0
-    assert not pidfile.exists()
-
-
-def test_the_pid_file_survives_a_reload_and_names_the_same_master(start_server, tmp_path):
-    pidfile = tmp_path / "site.pid"
-    server = start_server("--pidfile", str(pidfile), "--maxchildren", "1")
-    old_children = server.children()
-    server.process.send_signal(signal.SIGHUP)
-    assert wait_for(lambda: server.children() and not (server.children() & old_children))
-    assert int(pidfile.read_text()) == server.process.pid
-    assert client.request(server.socket, "/pid").status == 200

@@ -13,8 +13,9 @@ from pathlib import Path
 import pytest
 
 from safefcgi.fastcgi import client
-
-from .conftest import PROJECT, root_permission, wait_for
+from tests.support.paths import PROJECT
+from tests.support.servers import root_permission
+from tests.support.waiting import wait_until
 
 CONF = Path(__file__).resolve().parents[2] / "conf"
 SHIPPED_SAFEFCGI = "/srv/mysite/venv/bin/safefcgi"
@@ -47,6 +48,42 @@ def test_shipped_units_pass_systemd_analyze_verify(units):
     assert (result.returncode, result.stdout + result.stderr) == (0, "")
 
 
+@pytest.fixture
+def template(tmp_path):
+    """The shipped template, with ExecStart pointing at this virtualenv's safefcgi."""
+    unit = (CONF / "safefcgi@.service").read_text()
+    assert "/srv/%i/venv/bin/safefcgi run --config /etc/safefcgi/%i.toml" in unit
+    ours = str(Path(sys.executable).parent / "safefcgi")
+    (tmp_path / "safefcgi@.service").write_text(unit.replace("/srv/%i/venv/bin/safefcgi", ours))
+    (tmp_path / "safefcgi@mysite.service").symlink_to(tmp_path / "safefcgi@.service")
+    return tmp_path
+
+
+def test_shipped_template_passes_systemd_analyze_verify(template):
+    for unit in ("safefcgi@.service", "safefcgi@mysite.service"):
+        result = subprocess.run([systemd_tool("systemd-analyze"), "verify", str(template / unit)],
+                                capture_output=True, text=True, timeout=60)
+        assert (result.returncode, result.stdout + result.stderr) == (0, ""), unit
+
+
+def test_template_verify_catches_a_misspelt_setting(template):
+    """The check above can fail: a unit verify reads is really checked."""
+    unit = template / "safefcgi@.service"
+    unit.write_text(unit.read_text().replace("KillMode=mixed", "KilMode=mixed"))
+    result = subprocess.run([systemd_tool("systemd-analyze"), "verify", str(unit)],
+                            capture_output=True, text=True, timeout=60)
+    assert "Unknown key 'KilMode'" in result.stderr
+
+
+def test_template_stop_timeout_outlasts_the_example_graceful_timeout():
+    unit = (CONF / "safefcgi@.service").read_text()
+    example = (CONF / "site.toml").read_text()
+    graceful = float(re.search(r"^graceful-timeout = (\d+)", example, re.M).group(1))
+    assert float(re.search(r"^TimeoutStopSec=(\d+)", unit, re.M).group(1)) > graceful
+    assert re.search(r"^Type=notify$", unit, re.M)
+    assert re.search(r"^ExecReload=/bin/kill -HUP \$MAINPID$", unit, re.M)
+
+
 def test_service_stop_timeout_outlasts_the_graceful_timeout():
     service = (CONF / "safefcgi.service").read_text()
     graceful = float(re.search(r"--graceful-timeout (\d+)", service).group(1))
@@ -69,7 +106,7 @@ def test_socket_activation_serves_on_the_socket_systemd_passes(tmp_path):
         process = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT,
                                    stdin=subprocess.DEVNULL, start_new_session=True)
     try:
-        assert wait_for(sock_path.exists)
+        wait_until(sock_path.exists, 10, "the activation socket")
         # The first connection makes systemd-socket-activate exec safefcgi (same pid).
         assert client.request(str(sock_path), "/pid", timeout=30).status == 200
         assert "using the socket passed by systemd: fd:3 (unix:" in log_path.read_text()

@@ -10,8 +10,8 @@ from hypothesis import strategies as st
 
 from safefcgi.fastcgi import client
 from safefcgi.fastcgi.records import HEADER, RecordType
-
-from .protocol_helpers import LogWatch, begin, kinds, read_until_closed, start, whole_request
+from tests.support.fastcgi import begin, kinds, read_until_closed, whole_request
+from tests.support.servers import LogWatch, start_fixture_server
 
 READ_TIMEOUT = 1.5
 MAX_PARAMS = 8192
@@ -20,7 +20,7 @@ MAX_BODY = 1024 * 1024
 
 @pytest.fixture(scope="module")
 def server(tmp_path_factory):
-    server = start(tmp_path_factory.mktemp("bad-input"), "--maxchildren", "1",
+    server = start_fixture_server(tmp_path_factory.mktemp("bad-input"), "--maxchildren", "1",
                    "--read-timeout", str(READ_TIMEOUT), "--max-params-bytes", str(MAX_PARAMS),
                    "--max-body-bytes", str(MAX_BODY))
     yield server

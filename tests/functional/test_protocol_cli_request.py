@@ -1,4 +1,4 @@
-"""``safefcgi request`` against a running server, and the protocol options of ``run``."""
+"""``safefcgi request`` against a running server."""
 
 import json
 import subprocess
@@ -6,17 +6,12 @@ import sys
 
 import pytest
 
-from safefcgi.cli import parse_command_line
-from safefcgi.config import ServerConfig
-from safefcgi.errors import ConfigError
-from safefcgi.fastcgi.protocol import Limits
-
-from .protocol_helpers import start
+from tests.support.servers import start_fixture_server
 
 
 @pytest.fixture(scope="module")
 def server(tmp_path_factory):
-    server = start(tmp_path_factory.mktemp("cli"), "--maxchildren", "1")
+    server = start_fixture_server(tmp_path_factory.mktemp("cli"), "--maxchildren", "1")
     yield server
     server.stop()
 
@@ -66,32 +61,3 @@ def test_unreachable_server_is_one_line_and_exit_status_1(tmp_path):
 ])
 def test_usage_errors_exit_2(args):
     assert safefcgi_request(*args).returncode == 2
-
-
-# -- the run options ---------------------------------------------------------------------
-
-
-def test_protocol_options_and_their_defaults():
-    default = parse_command_line(["run", "site.settings"])
-    assert (default.max_params_bytes, default.max_body_bytes, default.read_timeout,
-            default.script_name) == (1024 ** 2, 1024 ** 3, 30.0, None)
-    limits = Limits()
-    assert (limits.max_params_bytes, limits.max_body_bytes, limits.read_timeout) == \
-        (ServerConfig.max_params_bytes, ServerConfig.max_body_bytes, ServerConfig.read_timeout)
-    given = parse_command_line(["run", "site.settings", "--max-params-bytes", "64k",
-                                "--max-body-bytes", "2G", "--read-timeout", "2.5",
-                                "--script-name", "/app/"])
-    assert (given.max_params_bytes, given.max_body_bytes, given.read_timeout,
-            given.script_name) == (65536, 2 * 1024 ** 3, 2.5, "/app")
-    assert parse_command_line(["run", "site.settings", "--script-name", "/"]).script_name == ""
-
-
-@pytest.mark.parametrize("args, problem", [
-    (["--max-body-bytes", "lots"], "max_body_bytes"),
-    (["--max-params-bytes", "-1"], "max_params_bytes"),
-    (["--read-timeout", "-3"], "read_timeout"),
-    (["--script-name", "app"], "script_name"),
-])
-def test_bad_protocol_option_values_are_named(args, problem):
-    with pytest.raises(ConfigError, match=problem):
-        parse_command_line(["run", "site.settings", *args])

@@ -7,20 +7,13 @@ import pytest
 
 from safefcgi.fastcgi import client
 from safefcgi.fastcgi.records import HEADER, RecordType, parse_end_request
-
-from .protocol_helpers import (
-    AGAINST_FLUP,
-    begin,
-    kinds,
-    read_until_closed,
-    start,
-    whole_request,
-)
+from tests.support.fastcgi import begin, kinds, read_until_closed, whole_request
+from tests.support.servers import AGAINST_FLUP, start_fixture_server
 
 
 @pytest.fixture(scope="module")
 def server(tmp_path_factory):
-    server = start(tmp_path_factory.mktemp("conformance"), "--maxchildren", "1")
+    server = start_fixture_server(tmp_path_factory.mktemp("conformance"), "--maxchildren", "1")
     yield server
     server.stop()
 
@@ -47,7 +40,7 @@ def ends(records):
 def test_get_values_reports_the_real_capacity(tmp_path, method, capacity):
     # flup6 never answered (bytes names looked up among str keys); its numbers
     # were the fd limit, not the pool.
-    server = start(tmp_path, "--method", method, f"--{capacity}", "3")
+    server = start_fixture_server(tmp_path, "--method", method, f"--{capacity}", "3")
     try:
         with client.connect(server.socket) as sock:
             sock.sendall(client.record(client.GET_VALUES, 0, client.encode_pairs(
@@ -274,7 +267,8 @@ def test_latin1_response_header_reaches_the_client(server, pid):
 
 @pytest.mark.skipif(AGAINST_FLUP, reason="safefcgi's own error log line")
 def test_crashing_application_gives_a_plain_500_without_traceback(tmp_path):
-    server = start(tmp_path, "--maxchildren", "1", "--after-fork", "raising_app.install")
+    server = start_fixture_server(tmp_path, "--maxchildren", "1",
+                                  "--after-fork", "raising_app.install")
     try:
         response = server.get("/anything")
         assert response.status == 500
@@ -286,7 +280,7 @@ def test_crashing_application_gives_a_plain_500_without_traceback(tmp_path):
 
 
 def test_debug_shows_the_traceback_without_cgitb(tmp_path):
-    server = start(tmp_path, "--maxchildren", "1", "--debug",
+    server = start_fixture_server(tmp_path, "--maxchildren", "1", "--debug",
                    "--after-fork", "raising_app.install")
     try:
         response = server.get("/anything")
@@ -306,7 +300,8 @@ def test_end_request_carries_the_request_id_it_ends(server, pid):
 
 @pytest.mark.skipif(AGAINST_FLUP, reason="needs safefcgi's --after-fork")
 def test_requests_pass_wsgiref_validate_end_to_end(tmp_path):
-    server = start(tmp_path, "--maxchildren", "1", "--after-fork", "validating_app.install")
+    server = start_fixture_server(tmp_path, "--maxchildren", "1",
+                                  "--after-fork", "validating_app.install")
     try:
         boundary = "b0undary"
         upload = (f'--{boundary}\r\nContent-Disposition: form-data; name="file"; '

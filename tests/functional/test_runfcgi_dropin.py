@@ -9,9 +9,11 @@ import sys
 
 import pytest
 
+from safefcgi.config import OPTIONS
 from safefcgi.fastcgi import client
-
-from .conftest import PROJECT, root_permission, wait_for
+from tests.support.paths import PROJECT
+from tests.support.servers import answers, root_permission
+from tests.support.waiting import wait_until
 
 ALLOW_ROOT = ["allow_root=true"] if root_permission([]) else []  # runfcgi-style word too
 
@@ -45,18 +47,11 @@ def manage_server(tmp_path):
         process.wait()
 
 
-def answers(address) -> bool:
-    try:
-        return client.request(address, "/pid", timeout=2).status == 200
-    except (OSError, ConnectionError):
-        return False
-
-
 def test_old_command_line_serves_unchanged(manage_server, tmp_path):
     sock = str(tmp_path / "mysite.sock")
     process = manage_server("method=prefork", f"socket={sock}", "daemonize=false",
                             "maxchildren=2", f"pidfile={tmp_path / 'mysite.pid'}")
-    assert wait_for(lambda: answers(sock), timeout=15)
+    wait_until(lambda: answers(sock), 15, "runfcgi to answer")
     assert int((tmp_path / "mysite.pid").read_text()) == process.pid
     process.send_signal(signal.SIGTERM)
     assert process.wait(10) == 0
@@ -67,7 +62,7 @@ def test_dashed_spellings_work_in_manage_py_too(manage_server, tmp_path):
     sock = str(tmp_path / "dashed.sock")
     manage_server("--method", "prefork", "--socket", sock, "--no-daemonize",
                   "--maxchildren", "1")
-    assert wait_for(lambda: answers(sock), timeout=15)
+    wait_until(lambda: answers(sock), 15, "runfcgi to answer")
 
 
 def test_like_runfcgi_it_daemonizes_when_given_a_socket(tmp_path):
@@ -76,14 +71,15 @@ def test_like_runfcgi_it_daemonizes_when_given_a_socket(tmp_path):
     result = manage("runfcgi", "method=fork", f"socket={sock}", f"pidfile={pidfile}",
                     "maxchildren=1", f"errlog={tmp_path / 'err.log'}", *ALLOW_ROOT)
     assert result.returncode == 0  # returned at once: the server went to the background
-    assert wait_for(lambda: pidfile.exists() and pidfile.read_text().strip())
+    wait_until(lambda: pidfile.exists() and pidfile.read_text().strip(), 10,
+               "the daemon to write its pid file")
     daemon_pid = int(pidfile.read_text())
     try:
-        assert wait_for(lambda: answers(sock), timeout=15)
+        wait_until(lambda: answers(sock), 15, "the daemon to answer")
         assert os.readlink(f"/proc/{daemon_pid}/cwd") == "/"  # runfcgi's workdir default
     finally:
         os.kill(daemon_pid, signal.SIGTERM)
-    assert wait_for(lambda: not pidfile.exists(), timeout=10)
+    wait_until(lambda: not pidfile.exists(), 10, "the pid file to be removed")
 
 
 @pytest.mark.parametrize("word, message", [
@@ -102,9 +98,8 @@ def test_bad_runfcgi_words_are_one_line_errors(word, message):
 def test_help_lists_every_runfcgi_key_with_its_default():
     result = manage("help", "runfcgi")
     table = result.stdout.split("runfcgi keys")[1]
-    keys = ["protocol", "host", "port", "socket", "method", "maxrequests", "maxspare",
-            "minspare", "maxchildren", "daemonize", "pidfile", "workdir", "debug", "outlog",
-            "errlog", "umask"]
+    keys = [option.runfcgi for option in OPTIONS if option.runfcgi]
+    assert len(keys) == 16  # runfcgi's vocabulary; the unit tests pin the words
     for key in keys:
         line = next(line for line in table.splitlines()
                     if line.strip().startswith(f"{key}="))
@@ -114,6 +109,15 @@ def test_help_lists_every_runfcgi_key_with_its_default():
 def test_runfcgi_help_word_prints_help():
     result = manage("runfcgi", "help")
     assert result.returncode == 0 and "maxchildren=" in result.stdout
+
+
+def test_runfcgi_spelling_starts_the_same_server(start_server, tmp_path):
+    sock = str(tmp_path / "old.sock")
+    server = start_server("method=prefork", f"socket={sock}", "maxchildren=2",
+                          "daemonize=false", wait=False)
+    server.socket = sock
+    server.wait_until_serving()
+    assert server.get("/pid").status == 200
 
 
 # -- fd 0: the socket handed over by the web server ----------------------------------
@@ -126,7 +130,7 @@ def test_spawn_fcgi_hands_over_its_socket_on_fd0(tmp_path):
          *root_permission([])],
         stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=True)
     try:
-        assert wait_for(lambda: answers(sock), timeout=15)
+        wait_until(lambda: answers(sock), 15, "the spawned server to answer")
         pids = {client.request(sock, "/pid").body for _ in range(4)}
         assert pids and all(pid.isdigit() for pid in pids)
         spawner.send_signal(signal.SIGTERM)  # spawn-fcgi -n exec'd safefcgi: same pid

@@ -1,23 +1,16 @@
 """Start-up errors are one clear line; hooks run in order; a failing hook is contained."""
 
-import os
-import socket
-import subprocess
-import sys
 import time
 
-from safefcgi.fastcgi import client
-
-from .conftest import PROJECT, root_permission, wait_for
+from tests.support.paths import PROJECT
+from tests.support.servers import root_permission, run_safefcgi
+from tests.support.waiting import wait_until
 
 HOOKS = "fixturesite_hooks"
 
 
 def run_to_completion(*args, timeout=20):
-    return subprocess.run([sys.executable, "-m", "safefcgi", "run", *args,
-                           *root_permission(args)],
-                          capture_output=True, text=True, timeout=timeout,
-                          stdin=subprocess.DEVNULL)
+    return run_safefcgi("run", *args, *root_permission(args), timeout=timeout)
 
 
 def error_lines(text):
@@ -51,7 +44,8 @@ def test_settings_hooks_run_before_command_line_hooks_in_parent_and_children(sta
 
     # both children ran their after-fork hooks (one may still be starting when the first
     # answers)
-    wait_for(lambda: len({pid for name, pid in hook_lines() if name == "after_b"}) == 2)
+    wait_until(lambda: len({pid for name, pid in hook_lines() if name == "after_b"}) == 2, 10,
+               "after_b in both children")
     lines = hook_lines()
     before = [name for name, pid in lines if pid == parent]
     assert before[:4] == ["before_a", "before_b", "before_a", "before_b"]
@@ -99,43 +93,3 @@ def test_unimportable_hook_is_refused_before_anything_starts(tmp_path):
                                "--after-fork", "fixturesite_hooks.nonexistent")
     assert result.returncode == 1
     assert "hook fixturesite_hooks.nonexistent failed" in result.stderr
-
-
-def test_a_socket_path_in_use_by_a_live_server_is_refused(start_server, tmp_path):
-    first = start_server()
-    result = run_to_completion("fixturesite_settings", "--pythonpath", str(PROJECT),
-                               "--socket", first.socket)
-    assert result.returncode == 1
-    assert f"socket path {first.socket} is taken: a running server is listening on it" \
-        in result.stderr
-    assert first.get("/pid").status == 200  # the first server is untouched
-
-
-def test_a_stale_socket_file_is_replaced(start_server, tmp_path):
-    stale = socket.socket(socket.AF_UNIX)
-    stale.bind(str(tmp_path / "safefcgi.sock"))
-    stale.close()  # the file stays, nobody listens: what a crashed server leaves
-    server = start_server()
-    assert server.get("/pid").status == 200
-
-
-def test_a_regular_file_at_the_socket_path_is_never_removed(tmp_path):
-    path = tmp_path / "important.txt"
-    path.write_text("keep me")
-    result = run_to_completion("fixturesite_settings", "--pythonpath", str(PROJECT),
-                               "--socket", str(path))
-    assert result.returncode == 1 and "not a socket" in result.stderr
-    assert path.read_text() == "keep me"
-
-
-def test_umask_sets_the_socket_file_mode(start_server):
-    server = start_server("--umask", "077")
-    assert oct(os.stat(server.socket).st_mode & 0o777) == oct(0o700)
-
-
-def test_workdir_and_outlog(start_server, tmp_path):
-    outlog = tmp_path / "out.log"
-    server = start_server("--workdir", str(tmp_path), "--outlog", str(outlog))
-    assert wait_for(lambda: os.readlink(f"/proc/{server.process.pid}/cwd") == str(tmp_path))
-    assert outlog.exists()
-    assert client.request(server.socket, "/pid").status == 200

@@ -11,8 +11,7 @@ import threading
 import pytest
 
 from safefcgi.fastcgi import client
-
-from .conftest import wait_for
+from tests.support.waiting import wait_until
 
 
 def worker_threads(pid: int) -> int:
@@ -36,7 +35,8 @@ def test_pool_grows_to_maxthreads_under_load_and_shrinks_to_maxspare(start_serve
                           "--maxthreads", "4")
     pid = server.process.pid
     # The start-up request took the only thread, which started one spare: two now.
-    assert wait_for(lambda: worker_threads(pid) == 2, 5), worker_threads(pid)
+    wait_until(lambda: worker_threads(pid) == 2, 5, "two worker threads",
+               detail=lambda: worker_threads(pid))
     most = []
     watching = threading.Event()
 
@@ -52,7 +52,8 @@ def test_pool_grows_to_maxthreads_under_load_and_shrinks_to_maxspare(start_serve
             results = [pool.submit(server.get, "/sleep?seconds=1.5", timeout=20)
                        for _ in range(6)]
             # Four threads at most, all busy: the other two connections wait their turn.
-            assert wait_for(lambda: sleepers(server, "1.5") == 4, 5), server.log
+            wait_until(lambda: sleepers(server, "1.5") == 4, 5,
+                       "four requests sleeping 1.5 s", detail=lambda: server.log)
             assert worker_threads(pid) == 4
             statuses = [future.result().status for future in results]
     finally:
@@ -61,7 +62,8 @@ def test_pool_grows_to_maxthreads_under_load_and_shrinks_to_maxspare(start_serve
     assert statuses == [200] * 6
     assert max(most) == 4
     # Idle again: the threads beyond --maxspare leave.
-    assert wait_for(lambda: worker_threads(pid) == 2, 5), worker_threads(pid)
+    wait_until(lambda: worker_threads(pid) == 2, 5, "two worker threads",
+               detail=lambda: worker_threads(pid))
     assert server.get("/hello").status == 200
 
 
@@ -69,12 +71,14 @@ def test_minspare_threads_are_started_ahead_of_need(start_server):
     server = start_server("--method", "threaded", "--minspare", "3", "--maxspare", "5",
                           "--maxthreads", "8")
     pid = server.process.pid
-    assert wait_for(lambda: worker_threads(pid) >= 3, 5)
+    wait_until(lambda: worker_threads(pid) >= 3, 5, "at least three worker threads")
     # Two requests in flight leave fewer than three idle: the pool adds threads.
     with concurrent.futures.ThreadPoolExecutor(2) as pool:
         results = [pool.submit(server.get, "/sleep?seconds=1", timeout=20) for _ in range(2)]
-        assert wait_for(lambda: sleepers(server, "1") == 2, 5), server.log
-        assert wait_for(lambda: worker_threads(pid) == 5, 5), worker_threads(pid)
+        wait_until(lambda: sleepers(server, "1") == 2, 5, "two requests sleeping 1 s",
+                   detail=lambda: server.log)
+        wait_until(lambda: worker_threads(pid) == 5, 5, "five worker threads",
+                   detail=lambda: worker_threads(pid))
         assert [future.result().status for future in results] == [200, 200]
     assert worker_threads(pid) == 5  # five idle: within --maxspare, they stay
 
@@ -85,9 +89,11 @@ def test_minspare_zero_still_grows_to_maxthreads(start_server):
                           "--maxthreads", "3")
     with concurrent.futures.ThreadPoolExecutor(3) as pool:
         results = [pool.submit(server.get, "/sleep?seconds=3", timeout=20) for _ in range(3)]
-        assert wait_for(lambda: sleepers(server, "3") == 3, 2.5), server.log
+        wait_until(lambda: sleepers(server, "3") == 3, 2.5, "three requests sleeping 3 s",
+                   detail=lambda: server.log)
         assert [future.result().status for future in results] == [200] * 3
-    assert wait_for(lambda: worker_threads(server.process.pid) == 1, 5)
+    wait_until(lambda: worker_threads(server.process.pid) == 1, 5,
+               "the extra worker threads to end")
 
 
 def test_a_kept_open_connection_is_let_go_between_requests_on_stop(start_server):
@@ -132,3 +138,14 @@ def test_workers_without_epollexclusive_fall_back_to_poll(start_server, tmp_path
     assert all(epoll_fds(pid) == 0 for pid in workers)
     server.process.send_signal(signal.SIGTERM)
     assert server.wait_for_exit(5) == 0
+
+
+def test_threaded_mode_queues_connections_beyond_its_threads(start_server):
+    # flup's threaded loop closed connections it had no free thread for.
+    import concurrent.futures
+
+    server = start_server("--method", "threaded", "--maxthreads", "2")
+    assert int(server.get("/pid").body) == server.process.pid  # one process serves
+    with concurrent.futures.ThreadPoolExecutor(8) as pool:
+        statuses = list(pool.map(lambda _: server.get("/sleep?seconds=0.3").status, range(16)))
+    assert statuses == [200] * 16

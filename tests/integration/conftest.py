@@ -9,15 +9,9 @@ from pathlib import Path
 
 import pytest
 
-from .harness import PgBouncer, PostgresCluster, Site, run_django_command
-from .load import Account
-
-PASSWORD = "correct horse battery staple"
-ACCOUNTS = [Account(name, PASSWORD) for name in ("alice", "bob", "carol", "dave")]
-
-# What the production sites that hit the bug had in common: persistent
-# connections, and a query while the project is imported (in the master).
-PRODUCTION_HABITS = {"EXAMPLE_CONN_MAX_AGE": "60", "EXAMPLE_IMPORT_TIME_QUERY": "1"}
+from tests.support.example import ACCOUNTS, PASSWORD, PRODUCTION_HABITS, run_django_command
+from tests.support.postgres import PgBouncer, PostgresCluster
+from tests.support.webservers import Site
 
 _test_numbers = itertools.count(1)
 
@@ -79,7 +73,7 @@ def serve(scratch_dir: Path, request: pytest.FixtureRequest) -> Iterator[Callabl
     """Start a FastCGI server behind lighttpd: ``serve(env, argv_factory, *args)``.
 
     ``argv_factory(socket_path, *args)`` builds the server's command line
-    (see ``stock_flup_argv`` and ``safefcgi_argv``).  Everything started is
+    (see ``tests.support.servers``).  Everything started is
     stopped when the test ends.
     """
     sites: list[Site] = []

@@ -26,21 +26,13 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
 from safefcgi.fastcgi import client as fastcgi  # noqa: E402
-from tests.integration.load import Account, run_load  # noqa: E402
+from tests.support.fastcgi import whole_request  # noqa: E402
+from tests.support.load import Account, run_load  # noqa: E402
+from tests.support.webservers import http_get  # noqa: E402
 
 
 def emit(document: dict) -> None:
     print(json.dumps(document), flush=True)
-
-
-def http_get(port: int, path: str, timeout: float) -> tuple[int, bytes]:
-    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=timeout)
-    try:
-        conn.request("GET", path)
-        response = conn.getresponse()
-        return response.status, response.read()
-    finally:
-        conn.close()
 
 
 def wait(args: argparse.Namespace) -> int:
@@ -49,7 +41,7 @@ def wait(args: argparse.Namespace) -> int:
     last = ""
     while time.monotonic() < deadline:
         try:
-            status, body = http_get(args.port, args.path, 2)
+            status, body = http_get(f"http://127.0.0.1:{args.port}", args.path, 2)
             if status == 200:
                 emit({"ready": True})
                 return 0
@@ -133,7 +125,7 @@ class Spreader:
 
 
 def seed(args: argparse.Namespace) -> int:
-    """The seed scenario's logged-in clients (tests/integration/load.py) against the web tier."""
+    """The seed scenario's logged-in clients (tests/support/load.py) against the web tier."""
     accounts = [Account(name, args.password) for name in args.users.split(",")]
     result = run_load(f"http://127.0.0.1:{args.port}", accounts, clients=args.clients,
                       requests=args.requests, seconds=args.seconds)
@@ -165,11 +157,7 @@ def _probe(address: str, port: int, path: str) -> dict:
         return {"outcome": "unreachable", "error": repr(error)}
     received = b""
     try:
-        sock.sendall(fastcgi.record(fastcgi.BEGIN_REQUEST, 1, fastcgi.begin_request_body(
-                         fastcgi.RESPONDER, 0))
-                     + fastcgi.stream(fastcgi.PARAMS, 1,
-                                      fastcgi.encode_pairs(fastcgi.cgi_params(path)))
-                     + fastcgi.stream(fastcgi.STDIN, 1, b""))
+        sock.sendall(whole_request(path))
         while chunk := sock.recv(65536):
             received += chunk
     except ConnectionResetError:

@@ -18,7 +18,10 @@ from pathlib import Path
 
 import pytest
 
-from .harness import REPO, free_port, http_get, wait_until
+from tests.support.paths import REPO
+from tests.support.ports import free_tcp_port
+from tests.support.waiting import wait_until
+from tests.support.webservers import http_get
 
 pytestmark = pytest.mark.integration
 
@@ -30,7 +33,7 @@ class Demo:
     """bin/demo in its own process group, its output in a file."""
 
     def __init__(self, tmp_path: Path, *args: str) -> None:
-        self.port = free_port()
+        self.port = free_tcp_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.output = tmp_path / "demo.out"
         env = {**os.environ, "DEMO_PORT": str(self.port), "DEMO_DIR": str(tmp_path / "demo")}

@@ -9,13 +9,13 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
-from pathlib import Path
 
 import pytest
 
-from .harness import EXAMPLE_DIR, REPO, clean_environment
+from tests.support.paths import EXAMPLE_DIR, REPO, SCRIPTS
+from tests.support.processes import clean_environment
 
-PROBE = Path(__file__).with_name("fork_probe.py")
+PROBE = SCRIPTS / "fork_probe.py"
 
 pytestmark = pytest.mark.integration
 

@@ -6,56 +6,25 @@ Runs the shipped conf/lighttpd-spawn.conf, rewriting only its var lines.
 from __future__ import annotations
 
 import os
-import shutil
-import subprocess
 from pathlib import Path
 
 import pytest
 
-from .harness import (
-    EXAMPLE_DIR,
-    EXAMPLE_SETTINGS,
-    REPO,
-    VENV_BIN,
-    Process,
-    free_port,
-    http_get,
-    render_lighttpd_conf,
-    wait_until,
-)
+from tests.support.lighttpd_conf import render_lighttpd_conf
+from tests.support.paths import CONF, EXAMPLE_DIR, EXAMPLE_SETTINGS, VENV_BIN
+from tests.support.ports import free_tcp_port
+from tests.support.processes import Process, alive, descendants
+from tests.support.waiting import wait_until
+from tests.support.webservers import http_get, lighttpd_binary
 
-SPAWN_CONF = REPO / "conf" / "lighttpd-spawn.conf"
+SPAWN_CONF = CONF / "lighttpd-spawn.conf"
 
 pytestmark = pytest.mark.integration
 
 
-def descendants(pid: int) -> set[int]:
-    """Every process below ``pid`` (children, grandchildren, ...)."""
-    out = subprocess.run(["ps", "-e", "-o", "pid=,ppid="], capture_output=True,
-                         text=True).stdout
-    parents: dict[int, list[int]] = {}
-    for line in out.splitlines():
-        child, parent = map(int, line.split())
-        parents.setdefault(parent, []).append(child)
-    found, todo = set(), [pid]
-    while todo:
-        for child in parents.get(todo.pop(), []):
-            found.add(child)
-            todo.append(child)
-    return found
-
-
-def alive(pid: int) -> bool:
-    try:
-        with open(f"/proc/{pid}/stat") as stat:
-            return stat.read().split()[2] != "Z"
-    except (FileNotFoundError, ProcessLookupError):  # gone, even between open and read
-        return False
-
-
 @pytest.fixture
 def spawning_lighttpd(tmp_path: Path):
-    port = free_port()
+    port = free_tcp_port()
     docroot = tmp_path / "htdocs"
     docroot.mkdir()
     conf = tmp_path / "lighttpd-spawn.conf"
@@ -75,8 +44,8 @@ def spawning_lighttpd(tmp_path: Path):
         "server_user": "",
         "server_group": "",
     }))
-    lighttpd = Process("lighttpd", [shutil.which("lighttpd") or "/usr/sbin/lighttpd", "-D",
-                                    "-f", conf], tmp_path / "lighttpd.log").start()
+    lighttpd = Process("lighttpd", [lighttpd_binary(), "-D", "-f", conf],
+                       tmp_path / "lighttpd.log").start()
     url = f"http://127.0.0.1:{port}"
 
     def serves() -> bool:

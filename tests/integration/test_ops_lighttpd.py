@@ -5,19 +5,18 @@ shipped lighttpd configuration.
 """
 
 import json
-import os
 import subprocess
-import threading
 import time
-from pathlib import Path
 
 import pytest
 
-from tests.functional.conftest import PROJECT
-
-from . import harness
-from .harness import VENV_BIN, http_get, wait_until
-from .lighttpd_conf import render_lighttpd_conf
+from tests.support import webservers
+from tests.support.lighttpd_conf import render_lighttpd_conf
+from tests.support.load import BackgroundLoad
+from tests.support.paths import VENV_BIN
+from tests.support.servers import fixturesite_argv
+from tests.support.waiting import wait_until
+from tests.support.webservers import http_get
 
 pytestmark = pytest.mark.integration
 
@@ -25,12 +24,6 @@ STATUS = "/fcgi-status"
 BUDGET = 25  # --maxrequests: children restart many times during the load
 CHILDREN = 3
 LOAD_SECONDS = 20.0
-
-
-def fixturesite_argv(socket_path: Path, *options) -> list:
-    as_root = ["--allow-root"] if os.geteuid() == 0 else []
-    return [VENV_BIN / "safefcgi", "run", "fixturesite_settings", "--pythonpath", PROJECT,
-            "--socket", socket_path, *as_root, *options]
 
 
 def status_page(site) -> dict:
@@ -41,30 +34,9 @@ def status_page(site) -> dict:
 
 def drive_load(url: str, clients: int, count: int) -> tuple[int, list[str]]:
     """``clients`` threads, ``count`` requests each, bounded in time: (successes, failures)."""
-    successes, failures, lock = [0], [], threading.Lock()
-    deadline = time.monotonic() + LOAD_SECONDS
-
-    def run() -> None:
-        for _ in range(count):
-            if time.monotonic() > deadline:
-                return
-            try:
-                status, _ = http_get(url, "/hello", timeout=10)
-            except OSError as exc:
-                failures.append(repr(exc))
-                continue
-            with lock:
-                if status == 200:
-                    successes[0] += 1
-                else:
-                    failures.append(f"HTTP {status}")
-
-    threads = [threading.Thread(target=run, daemon=True) for _ in range(clients)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join(LOAD_SECONDS + 5)
-    return successes[0], failures
+    with BackgroundLoad(url, "/hello", clients, count, LOAD_SECONDS) as load:
+        load.finish()
+    return load.served(), load.failures
 
 
 def test_status_counts_add_up_under_load_with_children_restarting(serve):
@@ -97,9 +69,9 @@ def test_status_counts_add_up_under_load_with_children_restarting(serve):
 def test_shipped_config_hides_the_status_page_but_not_ping(serve, tmp_path, monkeypatch):
     # The shipped block, with the one allowed address set to one we are not.
     conf = tmp_path / "lighttpd.conf"
-    conf.write_text(render_lighttpd_conf(harness.LIGHTTPD_CONF.read_text(),
+    conf.write_text(render_lighttpd_conf(webservers.LIGHTTPD_CONF.read_text(),
                                          {"status_allowed_ip": "192.0.2.1"}))
-    monkeypatch.setattr(harness, "LIGHTTPD_CONF", conf)
+    monkeypatch.setattr(webservers, "LIGHTTPD_CONF", conf)
     site = serve({}, fixturesite_argv, "--status-path", STATUS, "--ping-path", "/ping")
 
     assert http_get(site.url, STATUS)[0] == 403

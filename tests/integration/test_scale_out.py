@@ -1,7 +1,7 @@
 """Several safefcgi hosts behind lighttpd and nginx, on real networks made of namespaces.
 
 Three application hosts, a web host, a database host (pgbouncer) and an
-outsider, each a network namespace on one private switch (see netns.py).
+outsider, each a network namespace on one private switch (see tests/support/netns.py).
 Each application host runs ``safefcgi run`` on TCP, allowing only the web
 host; the web host runs the shipped conf/lighttpd-cluster.conf or
 conf/nginx-cluster.conf.  Every client runs on a host: the load comes from
@@ -13,8 +13,6 @@ while that host stops gracefully.
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 import time
 from collections import Counter
 from collections.abc import Iterator
@@ -22,14 +20,13 @@ from pathlib import Path
 
 import pytest
 
-from .conftest import ACCOUNTS, PASSWORD, PRODUCTION_HABITS
-from .harness import HarnessError, PostgresCluster
-from .netns import (
+from tests.support.example import ACCOUNTS, PASSWORD, PRODUCTION_HABITS
+from tests.support.netns import (
     APP_PORT,
-    CLIENT,
     SUBNET4,
     WEB_PORT,
     AppHost,
+    BackgroundClient,
     Network,
     NetworkPgBouncer,
     WebServer,
@@ -37,6 +34,7 @@ from .netns import (
     run_client,
     unavailable_reason,
 )
+from tests.support.postgres import PostgresCluster
 
 _SKIP = unavailable_reason()
 pytestmark = [pytest.mark.integration, pytest.mark.skipif(_SKIP is not None, reason=_SKIP or "")]
@@ -135,85 +133,30 @@ def web(request: pytest.FixtureRequest, scratch_dir: Path, network: Network,
 # --------------------------------------------------------------------------- load
 
 
-class Spread:
-    """netns_client.py spread on the web host, running while the test acts on a host."""
-
-    def __init__(self, network: Network, *args: object) -> None:
-        self._process = subprocess.Popen(
-            network["web"].argv([sys.executable, CLIENT, "spread", *args]),
-            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-
-    def wait_for(self, done: int, timeout: float = 30) -> None:
-        """Return once ``done`` requests have completed."""
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            line = self._process.stdout.readline()
-            if not line:
-                break
-            if json.loads(line).get("done", 0) >= done:
-                return
-        self._process.kill()
-        raise HarnessError(f"the load client never completed {done} requests:\n"
-                           f"{self._process.stderr.read()[-2000:]}")
-
-    def rows(self, timeout: float = 90) -> list[list]:
-        """[start, end, host, error] for every request, once the client has finished."""
-        try:
-            out, err = self._process.communicate(timeout=timeout)
-        except subprocess.TimeoutExpired:
-            self._process.kill()
-            raise
-        documents = [json.loads(line) for line in out.splitlines() if line.strip()]
-        final = documents[-1] if documents else {}
-        if "results" not in final:
-            raise HarnessError(f"the load client failed:\n{err[-3000:]}")
-        assert final["unfinished"] == 0, "load threads overran their deadline"
-        return final["results"]
-
-
-class PingPoll:
-    """netns_client.py ping on the web host: a balancer's health check of one app host."""
-
-    def __init__(self, network: Network, app: str) -> None:
-        self._process = subprocess.Popen(
-            network["web"].argv([sys.executable, CLIENT, "ping", network[app].ipv4, APP_PORT,
-                                 PING_PATH, "--interval", 0.05, "--seconds", 30]),
-            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-
-    def wait_for_pong(self, timeout: float = 15) -> None:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            line = self._process.stdout.readline()
-            if not line:
-                break
-            if json.loads(line).get("state") == "pong":
-                return
-        self._process.kill()
-        raise HarnessError(f"the ping poller never saw pong:\n"
-                           f"{self._process.stderr.read()[-2000:]}")
-
-    def rows(self, timeout: float = 40) -> list[list]:
-        """[start, end, state, detail] for every poll, once the poller has stopped."""
-        try:
-            out, err = self._process.communicate(timeout=timeout)
-        except subprocess.TimeoutExpired:
-            self._process.kill()
-            raise
-        documents = [json.loads(line) for line in out.splitlines() if line.strip()]
-        if not documents or "polls" not in documents[-1]:
-            raise HarnessError(f"the ping poller failed:\n{err[-3000:]}")
-        return documents[-1]["polls"]
-
-
 def phases(polls: list[list]) -> list[str]:
     """The states the ping went through, each once, in order."""
     return [state for index, (_, _, state, _) in enumerate(polls)
             if index == 0 or polls[index - 1][2] != state]
 
 
+def start_spread(network: Network, requests: int, *options: object) -> BackgroundClient:
+    """Clients on the web host asking /host back to back, while the test acts on a host."""
+    load = BackgroundClient(network["web"], "spread", WEB_PORT, "--threads", THREADS,
+                            "--requests", requests, "--seconds", 40, *options)
+    load.wait_for(lambda document: document.get("done", 0) >= 60, 30, "60 requests done")
+    return load
+
+
+def rows_of(load: BackgroundClient) -> list[list]:
+    """[start, end, host, error] for every request, once the clients have finished."""
+    final = load.final("results", 90)
+    assert final["unfinished"] == 0, "load threads overran their deadline"
+    return final["results"]
+
+
 def spread(network: Network, requests: int, *options: object) -> list[list]:
-    return Spread(network, WEB_PORT, "--threads", THREADS, "--requests", requests,
-                  "--seconds", 40, *options).rows()
+    return rows_of(BackgroundClient(network["web"], "spread", WEB_PORT, "--threads", THREADS,
+                                    "--requests", requests, "--seconds", 40, *options))
 
 
 def served(rows: list[list]) -> Counter:
@@ -274,11 +217,9 @@ def test_requests_are_spread_over_every_app_host(network, web):
 
 def test_sigkill_of_an_app_host_loses_only_requests_in_flight_there(network, web, cluster):
     victim = cluster["app2"]
-    load = Spread(network, WEB_PORT, "--threads", THREADS, "--requests", 240,
-                  "--seconds", 40, "--sleep", SLOW)
-    load.wait_for(60)
+    load = start_spread(network, 240, "--sleep", SLOW)
     gone_at = victim.kill()
-    rows = load.rows()
+    rows = rows_of(load)
     report_text = report(rows, web, victim)
 
     lost = failures(rows)
@@ -300,15 +241,15 @@ def test_sigkill_of_an_app_host_loses_only_requests_in_flight_there(network, web
 
 def test_graceful_stop_drains_ping_first_and_loses_no_request(network, web, cluster):
     victim = cluster["app3"]
-    ping = PingPoll(network, "app3")
-    load = Spread(network, WEB_PORT, "--threads", THREADS, "--requests", 960,
-                  "--seconds", 40, "--sleep", SLOW)
-    ping.wait_for_pong()
-    load.wait_for(60)
+    # A balancer's health check of the host, from the web host.
+    ping = BackgroundClient(network["web"], "ping", network["app3"].ipv4, APP_PORT, PING_PATH,
+                            "--interval", 0.05, "--seconds", 30)
+    ping.wait_for(lambda document: document.get("state") == "pong", 15, "pong")
+    load = start_spread(network, 960, "--sleep", SLOW)
     signalled_at = time.monotonic()
     gone_at = victim.terminate()
-    rows = load.rows()
-    polls = ping.rows()
+    rows = rows_of(load)
+    polls = ping.final("polls", 40)["polls"]
     report_text = (report(rows, web, victim) + "\nping polls:\n"
                    + "\n".join(f"  {poll}" for poll in polls))
 

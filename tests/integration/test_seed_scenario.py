@@ -10,9 +10,11 @@ import time
 
 import pytest
 
-from .conftest import ACCOUNTS
-from .harness import PostgresCluster, Site, safefcgi_argv, stock_flup_argv
-from .load import Client, LoadResult, run_load
+from tests.support.example import ACCOUNTS
+from tests.support.load import Client, LoadResult, run_load
+from tests.support.postgres import PostgresCluster
+from tests.support.servers import safefcgi_argv, stock_flup_argv
+from tests.support.webservers import Site
 
 pytestmark = pytest.mark.integration
 
@@ -39,6 +41,16 @@ def backends_shared_between_children(result: LoadResult) -> dict[int, list[int]]
         for backend in backends:
             children_by_backend.setdefault(backend, []).append(child)
     return {backend: kids for backend, kids in children_by_backend.items() if len(kids) > 1}
+
+
+def unanswered_connections(site: Site) -> list[str]:
+    """Log lines of either server saying a FastCGI connection ended without an answer."""
+    server = [line for line in site.server_log().splitlines()
+              if "connection closed" in line or "killed by" in line
+              or "exited with status" in line]
+    lighttpd = [line for line in site.lighttpd_error_log().splitlines()
+                if "gw_backend" in line or "mod_fastcgi" in line]
+    return server + lighttpd
 
 
 def assert_every_answer_was_right(result: LoadResult, postgres: PostgresCluster,
@@ -81,6 +93,10 @@ def test_safefcgi_prefork_children_never_share_a_database_backend(serve, direct_
 
     result = run_load(site.url, ACCOUNTS, clients=CLIENTS, requests=600)
 
+    # A request left unanswered names who dropped it: safefcgi logs every connection
+    # it closes unanswered and every child that dies, lighttpd a backend that did not
+    # answer, and the load client the connection a transport error met.
+    assert unanswered_connections(site) == [], site.diagnostics()
     assert not result.errors, result.summary() + "\n" + site.diagnostics()
     assert len(result.backends_by_child) > 1, result.summary()
     assert backends_shared_between_children(result) == {}
@@ -92,7 +108,7 @@ def test_safefcgi_prefork_behind_pgbouncer_serves_without_errors(serve, pooled_e
     result = run_load(site.url, ACCOUNTS, clients=CLIENTS, requests=REQUESTS)
 
     assert_every_answer_was_right(result, postgres, site)
-    assert "InterfaceError" not in site.server_log(), site.diagnostics()
+    assert "InterfaceError" not in site.log, site.diagnostics()
 
 
 def test_safefcgi_prefork_recycling_children_under_load_serves_without_errors(
@@ -128,7 +144,7 @@ def test_safefcgi_warns_once_not_per_fork_about_the_import_time_query(
     assert not result.errors, result.summary() + "\n" + site.diagnostics()
     assert len(result.children) > CHILDREN, "children were not recycled:\n" + result.summary()
     warnings = [
-        line for line in site.server_log().splitlines()
+        line for line in site.log.splitlines()
         if "WARNING" in line and "default" in line and "import" in line
     ]
     assert len(warnings) == 1, site.diagnostics()

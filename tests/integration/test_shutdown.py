@@ -10,7 +10,9 @@ import time
 
 import pytest
 
-from .harness import http_get, safefcgi_argv, stock_flup_argv, wait_until
+from tests.support.servers import safefcgi_argv, stock_flup_argv
+from tests.support.waiting import wait_until
+from tests.support.webservers import http_get
 
 pytestmark = pytest.mark.integration
 

@@ -9,124 +9,19 @@ import hashlib
 import http.client
 import json
 import os
-import re
 import shutil
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
-from .harness import (
-    LIGHTTPD_CONF,
-    REPO,
-    HarnessError,
-    Process,
-    free_port,
-    tail,
-    wait_until,
-)
-from .lighttpd_conf import render_lighttpd_conf
+from tests.support.paths import VENV_BIN
+from tests.support.processes import HarnessError, Process, tail
+from tests.support.servers import fixturesite_argv
+from tests.support.waiting import WaitTimeout, wait_until
+from tests.support.webservers import Lighttpd, Nginx
 
 pytestmark = pytest.mark.integration
-
-PROJECT = REPO / "tests" / "functional" / "project"
-NGINX_CONF = REPO / "conf" / "nginx.conf"
-SITE_LINE = re.compile(r"^(\s*)(\w+)\s+.*;\s*# site$", re.MULTILINE)
-KEEP_CONN_LINE = re.compile(r"^.*# keep-conn\n", re.MULTILINE)
-
-
-def render_nginx_conf(template: str, values: dict[str, str], keep_conn: bool) -> str:
-    """Rewrite the ``# site`` lines of the shipped server block (by directive name)."""
-    unused = set(values)
-
-    def replace(match: re.Match) -> str:
-        indent, directive = match.group(1), match.group(2)
-        unused.discard(directive)
-        return f"{indent}{directive} {values[directive]};  # site"
-
-    text = SITE_LINE.sub(replace, template)
-    if unused:
-        raise HarnessError(f"{NGINX_CONF} has no '# site' line for {sorted(unused)}")
-    return text if keep_conn else KEEP_CONN_LINE.sub("", text)
-
-
-class Nginx:
-    """nginx running the shipped server block inside a minimal main configuration."""
-
-    def __init__(self, base_dir: Path, socket_path: Path, keep_conn: bool):
-        self.base_dir = base_dir
-        self.port = free_port()
-        base_dir.mkdir(parents=True, exist_ok=True)
-        site = render_nginx_conf(NGINX_CONF.read_text(), {
-            "server": f"unix:{socket_path}", "listen": f"127.0.0.1:{self.port}",
-            "alias": f"{base_dir}/static/",
-        }, keep_conn)
-        (base_dir / "site.conf").write_text(site)
-        user = "user root;\n" if os.geteuid() == 0 else ""
-        temp = "\n".join(f"  {kind}_temp_path {base_dir}/{kind};"
-                         for kind in ("client_body", "fastcgi", "proxy", "uwsgi", "scgi"))
-        (base_dir / "nginx.conf").write_text(
-            f"{user}daemon off;\nworker_processes 1;\npid {base_dir}/nginx.pid;\n"
-            f"error_log {base_dir}/error.log;\nevents {{ worker_connections 64; }}\n"
-            f"http {{\n  access_log off;\n{temp}\n  include {base_dir}/site.conf;\n}}\n")
-        nginx = shutil.which("nginx") or "/usr/sbin/nginx"
-        self.process = Process("nginx", [nginx, "-p", base_dir, "-c", base_dir / "nginx.conf"],
-                               base_dir / "nginx.log")
-
-    def start(self) -> Nginx:
-        self.process.start()
-        wait_until(lambda: _listens(self.process, self.port, self.base_dir / "error.log"), 10,
-                   "nginx to listen")
-        return self
-
-    def stop(self) -> None:
-        self.process.stop()
-
-
-class Lighttpd:
-    """lighttpd running conf/lighttpd.conf, optionally without fix-root-scriptname."""
-
-    def __init__(self, base_dir: Path, socket_path: Path, fix_root_scriptname: bool = True):
-        self.base_dir = base_dir
-        self.port = free_port()
-        base_dir.mkdir(parents=True, exist_ok=True)
-        (base_dir / "htdocs").mkdir(exist_ok=True)
-        text = render_lighttpd_conf(LIGHTTPD_CONF.read_text(), {
-            "safefcgi_socket": str(socket_path), "server_bind": "127.0.0.1",
-            "server_port": self.port, "document_root": str(base_dir / "htdocs"),
-            "error_log": str(base_dir / "error.log"), "pid_file": str(base_dir / "pid"),
-            "server_user": "", "server_group": "",
-        })
-        if not fix_root_scriptname:
-            text, count = re.subn(r'^\s*"fix-root-scriptname" => "enable",\n', "", text,
-                                  flags=re.MULTILINE)
-            assert count == 1, "conf/lighttpd.conf no longer sets fix-root-scriptname"
-        (base_dir / "lighttpd.conf").write_text(text)
-        lighttpd = shutil.which("lighttpd") or "/usr/sbin/lighttpd"
-        self.process = Process("lighttpd", [lighttpd, "-D", "-f", base_dir / "lighttpd.conf"],
-                               base_dir / "lighttpd.log")
-
-    def start(self) -> Lighttpd:
-        self.process.start()
-        wait_until(lambda: _listens(self.process, self.port, self.base_dir / "error.log"), 10,
-                   "lighttpd to listen")
-        return self
-
-    def stop(self) -> None:
-        self.process.stop()
-
-
-def _listens(process: Process, port: int, error_log: Path) -> bool:
-    if not process.is_running():
-        raise HarnessError(f"{process.name} exited:\n{tail(process.log_path)}\n"
-                           f"{tail(error_log)}")
-    try:
-        http.client.HTTPConnection("127.0.0.1", port, timeout=1).connect()
-    except OSError:
-        return False
-    return True
-
 
 def start_safefcgi(base_dir: Path, *options: str) -> tuple[Process, Path]:
     base_dir.mkdir(parents=True, exist_ok=True)
@@ -134,10 +29,7 @@ def start_safefcgi(base_dir: Path, *options: str) -> tuple[Process, Path]:
     hook_log = base_dir / "hooks.log"
     hook_log.touch()
     process = Process(
-        "safefcgi",
-        [Path(sys.executable).parent / "safefcgi", "run", "fixturesite_settings",
-         "--pythonpath", PROJECT, "--socket", socket_path, "--maxchildren", "3", *options,
-         *(["--allow-root"] if os.geteuid() == 0 else [])],
+        "safefcgi", fixturesite_argv(socket_path, "--maxchildren", "3", *options),
         base_dir / "server.log", env={**os.environ, "FIXTURESITE_HOOK_LOG": str(hook_log)},
     ).start()
     try:
@@ -145,7 +37,7 @@ def start_safefcgi(base_dir: Path, *options: str) -> tuple[Process, Path]:
                    "safefcgi to create its socket")
         if not process.is_running():
             raise HarnessError("safefcgi exited:\n" + tail(process.log_path))
-    except HarnessError:
+    except (HarnessError, WaitTimeout):
         process.stop()
         raise
     return process, socket_path
@@ -270,7 +162,7 @@ def test_cgi_fcgi_against_the_same_server(fronts):
 
 def test_safefcgi_request_against_the_same_server(fronts):
     completed = subprocess.run(
-        [Path(sys.executable).parent / "safefcgi", "request", "--socket", str(fronts["socket"]),
+        [VENV_BIN / "safefcgi", "request", "--socket", str(fronts["socket"]),
          "--body-only", "/p/echo/cli?x=2"], capture_output=True, timeout=30)
     assert completed.returncode == 0, completed.stderr
     assert json.loads(completed.stdout)["query"] == {"x": "2"}

@@ -163,3 +163,83 @@ def test_a_handover_round_trips_through_the_environment():
     env = {"SAFEFCGI_HANDOVER": handover.to_json()}
     assert take_handover(env) == handover
     assert env == {}
+
+
+# -- the master's bookkeeping never ends its loop --------------------------------------------
+
+
+def bare_master():
+    """A master that is only constructed: no socket, no fork, no signal handlers."""
+    from safefcgi.process.master import PreforkMaster
+
+    config = parse_run_arguments(["site.settings", "--socket", "/nonexistent/x.sock"])
+    return PreforkMaster(config, listener=None, app=None, hooks=None)
+
+
+def test_every_signal_number_has_a_name_for_the_log():
+    import signal
+
+    from safefcgi.process.signals import signal_name
+
+    assert signal_name(signal.SIGTERM) == "SIGTERM"
+    assert signal_name(signal.SIGRTMIN + 1) == "SIGRTMIN+1"
+    assert signal_name(signal.SIGRTMAX) == "SIGRTMAX"
+    assert signal_name(99) == "signal 99"
+
+
+def test_a_failing_step_is_logged_with_its_traceback_and_the_loop_goes_on(caplog):
+    master = bare_master()
+
+    def broken_step():
+        raise RuntimeError("bookkeeping bug")
+
+    assert master._run_step(broken_step) is False
+    assert master._run_step(lambda: None) is True
+    assert not master._stopping
+    [record] = [r for r in caplog.records if r.name == "safefcgi.master"]
+    assert "broken_step" in record.getMessage() and record.exc_info is not None
+
+
+def test_a_step_that_fails_tick_after_tick_stops_the_master_with_a_failure_status(caplog):
+    from safefcgi.errors import EXIT_FAILURE
+    from safefcgi.process.master import STEP_FAILURES_BEFORE_STOPPING
+
+    master = bare_master()
+
+    def broken_step():
+        raise OSError(9, "Bad file descriptor")
+
+    for _ in range(STEP_FAILURES_BEFORE_STOPPING - 1):
+        master._run_step(broken_step)
+    assert not master._stopping
+    master._run_step(broken_step)
+    assert master._stopping and master._exit_status == EXIT_FAILURE
+    assert "failed 50 times in a row" in caplog.text
+
+
+def test_a_reused_fd_number_left_watched_is_replaced_not_fatal():
+    import selectors
+
+    from safefcgi.process.master import Child
+
+    master = bare_master()
+    master._selector = selectors.DefaultSelector()
+    try:
+        first_end, first_peer = ch.channel_pair()
+        gone = Child(pid=1, channel=first_end)
+        master._watch(gone)
+        number = first_end.fileno()
+        first_end.close()  # closed while still watched: the bug this guards against
+        first_peer.close()
+        ends = [ch.channel_pair() for _ in range(2)]
+        reused = next(end for pair in ends for end in pair if end.fileno() == number)
+        fresh = Child(pid=2, channel=reused)
+        master._watch(fresh)
+        assert master._selector.get_key(number).data is fresh
+        master._close_channel(fresh)
+        assert number not in master._selector.get_map()
+        for pair in ends:
+            for end in pair:
+                end.close()
+    finally:
+        master._selector.close()

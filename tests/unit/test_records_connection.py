@@ -8,11 +8,11 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from safefcgi.config import protocol_limits
 from safefcgi.fastcgi import client
 from safefcgi.fastcgi.protocol import (
     NODELAY_INHERITED,
     FastCGIApplication,
-    Limits,
     prepare_listener,
     serve_connection,
 )
@@ -72,7 +72,7 @@ def serve(app, incoming: bytes, limits=None):
     server_sock = CountingSocket(theirs.family, theirs.type, fileno=theirs.detach())
     server_sock.sends = []
     fastcgi_app = FastCGIApplication(app, debug=False, multithreaded=False, max_connections=1,
-                                     limits=limits or Limits(read_timeout=2))
+                                     limits=limits or protocol_limits(read_timeout=2))
     result = []
     thread = threading.Thread(
         target=lambda: result.append(serve_connection(fastcgi_app, server_sock, "")))
@@ -173,8 +173,8 @@ def test_any_byte_stream_ends_in_a_return_and_at_most_one_log_line(parts, cut):
         data = b"".join(parts)
         if cut and data:
             data = data[:-1]
-        records, _, result = serve(blocks_app([b"ok"]), data, Limits(read_timeout=1,
-                                                                    max_params_bytes=4096))
+        limits = protocol_limits(read_timeout=1, max_params_bytes=4096)
+        records, _, result = serve(blocks_app([b"ok"]), data, limits)
     finally:
         logger.removeHandler(handler)
     assert result in (True, False)
@@ -227,7 +227,7 @@ def serve_arriving(app, incoming: bytes, delay: float) -> tuple[list[int], list]
     server_sock = OptionRecordingSocket(theirs.family, theirs.type, fileno=theirs.detach())
     server_sock.options = []
     fastcgi_app = FastCGIApplication(app, debug=False, multithreaded=False, max_connections=1,
-                                     limits=Limits(read_timeout=2))
+                                     limits=protocol_limits(read_timeout=2))
     def web_server_writes():
         ours.sendall(incoming)
         ours.shutdown(socket.SHUT_WR)

@@ -14,15 +14,18 @@ import os
 from django.core.management.base import BaseCommand, CommandError, DjangoHelpFormatter
 
 from safefcgi.cli import add_server_options, translate_runfcgi_words
-from safefcgi.config import OPTIONS, OPTIONS_BY_NAME, apply_runfcgi_defaults, build_config
+from safefcgi.config import (
+    OPTIONS,
+    OPTIONS_BY_NAME,
+    apply_runfcgi_defaults,
+    build_config,
+    runfcgi_default,
+)
 from safefcgi.errors import ConfigError, SafeFCGIError
 from safefcgi.logs import configure_logging
 
 # Django's own options already cover these.
 DJANGO_OWNED = ("pythonpath",)
-
-RUNFCGI_DEFAULTS_TEXT = {"daemonize": "true when socket/host/port is given, else false",
-                         "workdir": "/ when daemonizing", "method": "prefork (alias: fork)"}
 
 
 class _HelpFormatter(DjangoHelpFormatter, argparse.RawDescriptionHelpFormatter):
@@ -30,17 +33,15 @@ class _HelpFormatter(DjangoHelpFormatter, argparse.RawDescriptionHelpFormatter):
 
 
 def runfcgi_key_table() -> str:
-    """Every key=value word with runfcgi's default, for ``manage.py help runfcgi``."""
+    """Every runfcgi key=value word with runfcgi's default, for ``manage.py help runfcgi``."""
     lines = ["runfcgi keys (key=value; the --key spellings above work too):"]
     for option in OPTIONS:
-        if option.name in DJANGO_OWNED:
+        if option.runfcgi is None:
             continue
-        default = RUNFCGI_DEFAULTS_TEXT.get(option.name, option.default)
-        if default in (None, [], ()):
-            default = "unset"
-        elif isinstance(default, bool):
-            default = "true" if default else "false"
-        lines.append(f"  {option.name + '=':<18} {option.help} [default: {default}]")
+        lines.append(f"  {option.runfcgi + '=':<18} {option.help} "
+                     f"[default: {runfcgi_default(option)}]")
+    lines.append("safefcgi's own options take the key=value form too "
+                 "(graceful_timeout=10, allow-root=true).")
     return "\n".join(lines)
 
 

@@ -58,3 +58,33 @@ def after_out_of_fds(server):
     _, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     # One descriptor left: the child's epoll set takes it, then accept() has none.
     resource.setrlimit(resource.RLIMIT_NOFILE, (lowest_free + 1, hard))
+
+
+def after_garbles_channel(server):
+    """Send the master what a buggy child could: bytes that are not a message."""
+    _record("after_garbles_channel")
+    for garbage in (b"\xff\xfe not json", b"[1, 2]", b'{"kind": 5}', b'{"no": "kind"}',
+                    b'{"kind": "idle", "full": tr'):
+        server.worker.channel.send(garbage)
+
+
+def after_injected_fault(server):
+    """Take the fault waiting in FIXTURESITE_FAULT_FILE, if any (one child takes it).
+
+    ``exit``: leave during this hook, as a hook calling os._exit would.
+    ``out_of_fds``: serve on without a free file descriptor (every accept fails).
+    """
+    path = os.environ["FIXTURESITE_FAULT_FILE"]
+    taken = f"{path}.{os.getpid()}"
+    try:
+        os.rename(path, taken)  # atomic: one child wins the fault
+    except FileNotFoundError:
+        return
+    with open(taken) as fault:
+        kind = fault.read().strip()
+    os.unlink(taken)
+    _record(f"fault {kind}")
+    if kind == "exit":
+        os._exit(5)
+    if kind == "out_of_fds":
+        after_out_of_fds(server)

@@ -17,3 +17,18 @@ DATABASES = {
 USE_TZ = True
 SAFEFCGI_BEFORE_FORK = [p for p in os.environ.get("FIXTURESITE_BEFORE", "").split(",") if p]
 SAFEFCGI_AFTER_FORK = [p for p in os.environ.get("FIXTURESITE_AFTER", "").split(",") if p]
+
+# A project's own LOGGING, as many are written (FIXTURESITE_LOGGING picks one).
+_NULL_HANDLER = {"null": {"class": "logging.NullHandler"}}
+_PROJECT_LOGGING = {
+    # disable_existing_loggers left out: dictConfig then defaults it to True.
+    "plain": {"version": 1, "handlers": _NULL_HANDLER,
+              "root": {"handlers": ["null"], "level": "WARNING"}},
+    # A project that takes the safefcgi logger and the root for itself.
+    "takes-safefcgi": {"version": 1, "handlers": _NULL_HANDLER,
+                       "loggers": {"safefcgi": {"handlers": ["null"], "level": "CRITICAL",
+                                                "propagate": True}},
+                       "root": {"handlers": ["null"], "level": "CRITICAL"}},
+}
+if os.environ.get("FIXTURESITE_LOGGING"):
+    LOGGING = _PROJECT_LOGGING[os.environ["FIXTURESITE_LOGGING"]]

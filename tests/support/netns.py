@@ -20,35 +20,25 @@ import logging
 import os
 import pwd
 import re
-import shutil
 import signal
 import subprocess
 import sys
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import psycopg2
 
-from .harness import (
-    DATABASE_USER,
-    EXAMPLE_DIR,
-    EXAMPLE_SETTINGS,
-    STOP_TIMEOUT,
-    VENV_BIN,
-    HarnessError,
-    PgBouncer,
-    PostgresCluster,
-    Process,
-    RunAs,
-    clean_environment,
-    tail,
-    wait_until,
-)
 from .lighttpd_conf import render_lighttpd_conf
+from .paths import CONF, EXAMPLE_DIR, EXAMPLE_SETTINGS, REPO, SCRIPTS, VENV_BIN
+from .postgres import DATABASE_USER, PgBouncer, PostgresCluster
+from .processes import STOP_TIMEOUT, HarnessError, Process, RunAs, clean_environment, tail
+from .servers import root_permission
+from .waiting import wait_until
+from .webservers import lighttpd_binary, nginx_argv, render_nginx_cluster_conf
 
-logger = logging.getLogger("tests.integration.netns")
+logger = logging.getLogger("tests.support.netns")
 
 PREFIX = "sfcgi-sc-"
 IP = "/usr/sbin/ip" if os.path.exists("/usr/sbin/ip") else "ip"
@@ -208,18 +198,15 @@ class Network:
 
 # --------------------------------------------------------------------------- services on hosts
 #
-# Each service is a harness Process whose argv starts with ``ip netns exec``;
+# Each service is a support Process whose argv starts with ``ip netns exec``;
 # it runs in its own process group like every other test process, and the
 # namespace teardown kills whatever a failed test left behind.
 
-REPO = Path(__file__).resolve().parents[2]
-CLIENT = Path(__file__).with_name("netns_client.py")
-LIGHTTPD_CLUSTER_CONF = REPO / "conf" / "lighttpd-cluster.conf"
-NGINX_CLUSTER_CONF = REPO / "conf" / "nginx-cluster.conf"
+CLIENT = SCRIPTS / "netns_client.py"
+LIGHTTPD_CLUSTER_CONF = CONF / "lighttpd-cluster.conf"
+NGINX_CLUSTER_CONF = CONF / "nginx-cluster.conf"
 APP_PORT = 9000
 WEB_PORT = 8080
-SITE_LINE = re.compile(r"^(\s*)(\w+)\s+.*;\s*# site$", re.MULTILINE)
-APP_HOST_LINE = re.compile(r"^(\s*server\s+)\S+(.*;\s*# app host)$", re.MULTILINE)
 
 
 def run_client(host: Host, *args: object, timeout: float = 90) -> list[dict]:
@@ -229,6 +216,44 @@ def run_client(host: Host, *args: object, timeout: float = 90) -> list[dict]:
         raise HarnessError(f"netns_client.py {args[0]} on {host.role} failed "
                            f"({completed.returncode}):\n{completed.stderr[-3000:]}")
     return [json.loads(line) for line in completed.stdout.splitlines() if line.strip()]
+
+
+class BackgroundClient:
+    """netns_client.py COMMAND running on ``host`` while the test acts; it prints JSON lines.
+
+    The client bounds its own run (its --seconds); the waits here are bounded too.
+    """
+
+    def __init__(self, host: Host, command: str, *args: object) -> None:
+        self.command = command
+        self._process = subprocess.Popen(host.argv([sys.executable, CLIENT, command, *args]),
+                                         stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                                         text=True)
+
+    def wait_for(self, predicate: Callable[[dict], bool], timeout: float, what: str) -> None:
+        """Return once the client printed a document for which ``predicate`` is true."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            line = self._process.stdout.readline()
+            if not line:
+                break
+            if predicate(json.loads(line)):
+                return
+        self._process.kill()
+        raise HarnessError(f"netns_client.py {self.command} never saw {what}:\n"
+                           f"{self._process.stderr.read()[-2000:]}")
+
+    def final(self, key: str, timeout: float) -> dict:
+        """The last document, which holds ``key``, once the client has finished."""
+        try:
+            out, err = self._process.communicate(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            self._process.kill()
+            raise
+        documents = [json.loads(line) for line in out.splitlines() if line.strip()]
+        if not documents or key not in documents[-1]:
+            raise HarnessError(f"netns_client.py {self.command} failed:\n{err[-3000:]}")
+        return documents[-1]
 
 
 def address_text(address: str, port: int) -> str:
@@ -247,12 +272,11 @@ class AppHost:
         self.log_path = base_dir / "safefcgi.log"
         self._env = clean_environment({**env, "EXAMPLE_APP_HOST": host.role})
         allow = ["--allowed-clients", ",".join(allowed)] if allowed is not None else []
-        as_root = ["--allow-root"] if os.geteuid() == 0 else []
         # "::" accepts IPv4 (as mapped addresses) and IPv6 on one socket.
         self._argv = host.argv([
             VENV_BIN / "safefcgi", "run", EXAMPLE_SETTINGS, "--pythonpath", EXAMPLE_DIR,
-            "--method", "prefork", "--host", "::", "--port", APP_PORT, *allow, *as_root,
-            *options])
+            "--method", "prefork", "--host", "::", "--port", APP_PORT, *allow,
+            *root_permission(options), *options])
         self.process: Process | None = None
         self._log_offset = 0
 
@@ -319,9 +343,9 @@ class AppHost:
 
 
 class NetworkPgBouncer(PgBouncer):
-    """The harness's pgbouncer, run on the database host and listening on its address.
+    """The support pgbouncer, run on the database host and listening on its address.
 
-    PostgreSQL itself (the harness's cluster) listens on no TCP address at
+    PostgreSQL itself (the support cluster) listens on no TCP address at
     all: pgbouncer reaches it through its unix socket, as on a database
     host that runs both.
     """
@@ -355,25 +379,6 @@ class NetworkPgBouncer(PgBouncer):
                 return {row[column] for row in cursor.fetchall()}
         finally:
             conn.close()
-
-
-def render_nginx_cluster_conf(template: str, listen: str, app_hosts: Sequence[str]) -> str:
-    """Rewrite the ``# site`` listen line and the ``# app host`` server addresses, in order."""
-    addresses = iter(app_hosts)
-    text, listens = SITE_LINE.subn(
-        lambda m: f"{m.group(1)}{m.group(2)} {listen};  # site", template)
-
-    def replace(match: re.Match) -> str:
-        address = next(addresses, None)
-        if address is None:
-            raise HarnessError(f"{NGINX_CLUSTER_CONF} names more app hosts than the test has")
-        return f"{match.group(1)}{address}{match.group(2)}"
-
-    text, servers = APP_HOST_LINE.subn(replace, text)
-    if listens != 1 or servers != len(app_hosts):
-        raise HarnessError(f"{NGINX_CLUSTER_CONF}: expected one '# site' line and "
-                           f"{len(app_hosts)} '# app host' lines, found {listens} and {servers}")
-    return text
 
 
 class WebServer:
@@ -418,19 +423,10 @@ class WebServer:
         })
         conf = self.base_dir / "lighttpd.conf"
         conf.write_text(render_lighttpd_conf(LIGHTTPD_CLUSTER_CONF.read_text(), values))
-        return [shutil.which("lighttpd") or "/usr/sbin/lighttpd", "-D", "-f", conf]
+        return [lighttpd_binary(), "-D", "-f", conf]
 
     def _nginx(self, app_hosts: Sequence[str]) -> list:
         site = render_nginx_cluster_conf(
             NGINX_CLUSTER_CONF.read_text(), f"127.0.0.1:{self.port}",
             [address_text(address, APP_PORT) for address in app_hosts])
-        (self.base_dir / "site.conf").write_text(site)
-        user = "user root;\n" if os.geteuid() == 0 else ""
-        temp = "\n".join(f"  {kind}_temp_path {self.base_dir}/{kind};"
-                         for kind in ("client_body", "fastcgi", "proxy", "uwsgi", "scgi"))
-        (self.base_dir / "nginx.conf").write_text(
-            f"{user}daemon off;\nworker_processes 1;\npid {self.base_dir}/nginx.pid;\n"
-            f"error_log {self.base_dir}/error.log;\nevents {{ worker_connections 256; }}\n"
-            f"http {{\n  access_log off;\n{temp}\n  include {self.base_dir}/site.conf;\n}}\n")
-        return [shutil.which("nginx") or "/usr/sbin/nginx", "-p", self.base_dir,
-                "-c", self.base_dir / "nginx.conf"]
+        return nginx_argv(self.base_dir, site, worker_connections=256)

@@ -1,4 +1,4 @@
-"""A load client that behaves like logged-in browsers and checks every answer.
+"""Load for the integration tests: logged-in browsers that check every answer, and plain GETs.
 
 Each client keeps its own keep-alive connection and cookie jar and knows what
 only a correct server can answer it: its own username and session nonce, the
@@ -19,6 +19,8 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from http.cookies import SimpleCookie
 from urllib.parse import urlencode
+
+from .webservers import http_get
 
 
 @dataclass(frozen=True)
@@ -270,3 +272,52 @@ def run_load(url: str, accounts: list[Account], *, clients: int = 8, requests: i
     if any(thread.is_alive() for thread in threads):
         result.errors.append("some clients were still running after the deadline")
     return result
+
+
+class BackgroundLoad:
+    """Client threads GETting ``path`` until stopped: at most ``count`` requests each and
+    ``seconds`` in all. Each client counts the bodies it got; failures are lines."""
+
+    def __init__(self, url: str, path: str, clients: int = 4, count: int = 20000,
+                 seconds: float = 20.0) -> None:
+        self.url, self.path, self.count, self.seconds = url, path, count, seconds
+        self.bodies: list[Counter] = [Counter() for _ in range(clients)]
+        self.failures: list[str] = []
+        self._stop = threading.Event()
+        self._threads = [threading.Thread(target=self._run, args=(n,), daemon=True)
+                         for n in range(clients)]
+
+    def __enter__(self) -> BackgroundLoad:
+        for thread in self._threads:
+            thread.start()
+        return self
+
+    def __exit__(self, *exc_info) -> None:
+        self._stop.set()
+        self.finish()
+
+    def finish(self) -> None:
+        """Wait for every client to make its requests (bounded by ``seconds``)."""
+        for thread in self._threads:
+            thread.join(self.seconds + 5)
+
+    def _run(self, number: int) -> None:
+        deadline = time.monotonic() + self.seconds
+        for _ in range(self.count):
+            if self._stop.is_set() or time.monotonic() > deadline:
+                return
+            try:
+                status, body = http_get(self.url, self.path, timeout=10)
+            except OSError as exc:
+                self.failures.append(f"client {number}: {exc!r}")
+                continue
+            if status != 200:
+                self.failures.append(f"client {number}: HTTP {status}")
+            else:
+                self.bodies[number][body] += 1
+
+    def total(self) -> Counter:
+        return sum(self.bodies, Counter())
+
+    def served(self) -> int:
+        return sum(self.total().values())

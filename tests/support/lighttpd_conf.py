@@ -3,7 +3,7 @@
 The integration tests and bin/demo run the very file users copy; only the
 ``var.NAME = ...`` lines at its top change.  From the shell::
 
-    python tests/integration/lighttpd_conf.py conf/lighttpd.conf server_port=8080 ...
+    python -m tests.support.lighttpd_conf conf/lighttpd.conf server_port=8080 ...
 """
 
 from __future__ import annotations
