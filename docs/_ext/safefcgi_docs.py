@@ -95,8 +95,7 @@ class OptionsDirective(_RstDirective):
     def run(self) -> list[nodes.Node]:
         actions = run_parser_actions()
         rows = config.option_reference()
-        lines = [".. rubric:: At a glance", "", *config.rst_option_table(rows).splitlines(),
-                 "", ".. rubric:: Every option", "", ".. program:: safefcgi run", ""]
+        lines = [".. program:: safefcgi run", ""]
         for row in rows:
             lines += option_lines(row, actions[_dest(row)])
         documented = {_dest(row) for row in rows}
