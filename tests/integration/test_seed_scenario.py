@@ -45,7 +45,7 @@ def backends_shared_between_children(result: LoadResult) -> dict[int, list[int]]
 
 def unanswered_connections(site: Site) -> list[str]:
     """Log lines of either server saying a FastCGI connection ended without an answer."""
-    server = [line for line in site.server_log().splitlines()
+    server = [line for line in site.log.splitlines()
               if "connection closed" in line or "killed by" in line
               or "exited with status" in line]
     lighttpd = [line for line in site.lighttpd_error_log().splitlines()
