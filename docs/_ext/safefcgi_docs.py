@@ -120,7 +120,8 @@ class RunfcgiKeysDirective(_RstDirective):
         for row in config.option_reference():
             if not row.runfcgi:
                 continue
-            lines += [f"   * - ``{row.runfcgi}=``", f"     - :option:`safefcgi run {row.name}`",
+            link = f":option:`{row.name} <safefcgi run {row.name}>`"
+            lines += [f"   * - ``{row.runfcgi}=``", f"     - {link}",
                       f"     - {row.runfcgi_default or 'unset'}",
                       f"     - {row.default or 'unset'}", f"     - {row.help}"]
         return self.render(lines)
