@@ -19,6 +19,7 @@ from safefcgi.config import (
     OPTIONS_BY_NAME,
     Option,
     ServerConfig,
+    cast_option,
     option_for_key,
 )
 from safefcgi.configfile import Resolved, format_effective, resolve
@@ -52,7 +53,7 @@ def _add_option(parser: argparse.ArgumentParser, option: Option) -> None:
 
 
 def _help(option: Option) -> str:
-    text = option.help
+    text = option.help + (" (repeatable)" if option.repeatable else "")
     if option.shown_default:
         text += f" (default: {option.shown_default})"
     if option.modes != BOTH_METHODS:
@@ -100,6 +101,7 @@ def make_parser() -> argparse.ArgumentParser:
                        "$DJANGO_SETTINGS_MODULE)")
     check.add_argument("--pythonpath", action="append", default=[], metavar="DIR",
                        help="directory prepended to sys.path (repeatable)")
+    _add_option(check, OPTIONS_BY_NAME["wsgi_app"])
     check.add_argument("--json", action="store_true", help="print the report as JSON")
     add_request_parser(commands)
     add_status_parser(commands)
@@ -273,10 +275,13 @@ def run_check(namespace: argparse.Namespace) -> int:
     settings_module = namespace.settings_module or os.environ.get("DJANGO_SETTINGS_MODULE")
     if not settings_module:
         raise ConfigError("missing SETTINGS_MODULE (a dotted path such as mysite.settings)")
+    wsgi_app = getattr(namespace, "wsgi_app", None)
+    if wsgi_app is not None:
+        wsgi_app = cast_option("wsgi_app", wsgi_app)
     configure_logging()
     extend_sys_path(tuple(namespace.pythonpath))
     try:
-        report = check_project(settings_module)
+        report = check_project(settings_module, wsgi_app)
     except SafeFCGIError as exc:
         log.error("%s", exc)
         return exc.exit_code

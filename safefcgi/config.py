@@ -139,6 +139,17 @@ def _choice(*words: str) -> Callable[[str], str]:
     return cast
 
 
+def _wsgi_app(text: str) -> str:
+    """``module:callable`` (or WSGI_APPLICATION's ``module.callable``): checked for shape here."""
+    module, sep, name = str(text).partition(":")
+    if not sep:
+        module, _, name = str(text).rpartition(".")
+    if not (module and name and all(part.isidentifier() for part in module.split("."))
+            and name.isidentifier()):
+        raise ValueError("expected MODULE:CALLABLE such as mysite.wsgi:application")
+    return str(text)
+
+
 def _text(text: str) -> str:
     if not str(text).strip():
         raise ValueError("must not be empty")
@@ -195,6 +206,10 @@ class Option:
     render: Callable[[Any], str] = _show  # a value as users write it
     env: str | None = None  # environment variable read when the option is not given
 
+    def __post_init__(self) -> None:
+        if isinstance(self.default, list):  # every config shares the default: keep it frozen
+            object.__setattr__(self, "default", tuple(self.default))
+
     @property
     def dashed(self) -> str:
         """``--max-body-bytes``: the spelling of the command line."""
@@ -244,12 +259,16 @@ OPTIONS: tuple[Option, ...] = (
     Option("debug", _bool, False,
            "send tracebacks of crashing requests to the client (never in production)",
            flag=True, runfcgi="debug"),
-    Option("pythonpath", _text, (), "directory prepended to sys.path (repeatable)",
+    Option("wsgi_app", _wsgi_app, None,
+           "the WSGI callable to serve, instead of the settings' WSGI_APPLICATION",
+           metavar="MODULE:CALLABLE", since="0.2.0",
+           shown="WSGI_APPLICATION, else Django's handler"),
+    Option("pythonpath", _text, (), "directory prepended to sys.path",
            repeatable=True, metavar="DIR"),
     Option("before_fork", _text, (), "dotted path of a callable run in the parent before "
-           "every fork (repeatable)", repeatable=True, metavar="DOTTED.PATH", modes=PREFORK),
+           "every fork", repeatable=True, metavar="DOTTED.PATH", modes=PREFORK),
     Option("after_fork", _text, (), "dotted path of a callable run in each child right "
-           "after fork (repeatable)", repeatable=True, metavar="DOTTED.PATH", modes=PREFORK),
+           "after fork", repeatable=True, metavar="DOTTED.PATH", modes=PREFORK),
     # -- process management: signals, timeouts, privileges, socket access -------------
     Option("graceful_timeout", _seconds, 30.0,
            "seconds busy children get to finish on stop before they are killed",

@@ -20,7 +20,7 @@ from safefcgi.fastcgi.protocol import FastCGIApplication
 from safefcgi.forksafety import lifecycle
 from safefcgi.forksafety.doctor import check_project, print_report
 from safefcgi.forksafety.hooks import ForkHooks, Hook, load_hooks
-from safefcgi.ops.operability import NoPool, Operability
+from safefcgi.ops.operability import Operability
 from safefcgi.process import signals, systemd
 from safefcgi.process.daemon import (
     change_directory,
@@ -72,7 +72,7 @@ def _serve(config: ServerConfig, handover: Handover | None) -> int:
     launch_dir = handover.launch_dir if handover else os.getcwd()
     extend_sys_path(config.pythonpath)
     identity = children_identity(config.user, config.group, config.allow_root)
-    application = lifecycle.load_application(config.settings_module)
+    application = lifecycle.load_application(config.settings_module, config.wsgi_app)
     # The project's LOGGING ran with its import: safefcgi's lines stay safefcgi's.
     logs.reclaim()
     hooks = build_fork_hooks(config, application) if config.method == "prefork" else None
@@ -101,7 +101,7 @@ def _serve(config: ServerConfig, handover: Handover | None) -> int:
                      listener.description, config.method, os.getpid())
             if config.method == "threaded":
                 drop_privileges(identity)  # this process serves: it must not stay root
-                return serve_threaded(config, ops.wrap(application, NoPool()), listener, peers)
+                return serve_threaded(config, application, listener, peers=peers, ops=ops)
             reloader = Reloader(launch_dir, listener.sock, listener.description,
                                 listener.unix_path, listener.unix_inode)
             inherited = [InheritedChild(pid, fd) for pid, fd in handover.children] \
@@ -122,7 +122,7 @@ def check_startup(config: ServerConfig) -> int:
     """
     extend_sys_path(config.pythonpath)
     children_identity(config.user, config.group, config.allow_root)
-    report = check_project(config.settings_module)
+    report = check_project(config.settings_module, config.wsgi_app)
     if config.method == "prefork":
         for setting in ("SAFEFCGI_BEFORE_FORK", "SAFEFCGI_AFTER_FORK"):
             load_hooks(lifecycle.settings_hook_paths(setting))
@@ -209,22 +209,33 @@ def build_fork_hooks(config: ServerConfig, application: object) -> ForkHooks:
 
 def serve_prefork(config: ServerConfig, application: object, listener: Listener,
                   hooks: ForkHooks, **master_options) -> int:
-    app = FastCGIApplication(application, debug=config.debug, multithreaded=False,
-                             max_connections=config.maxchildren, limits=protocol_limits(config),
-                             script_name=config.script_name)
+    app = fastcgi_application(config, application, multithreaded=False,
+                              max_connections=config.maxchildren)
     master = PreforkMaster(config, listener.sock, app, hooks,
                            stop_accepting=listener.stop_accepting, **master_options)
     return master.run()
 
 
-def serve_threaded(config: ServerConfig, application: object, listener: Listener,
-                   peers: PeerFilter | None = None) -> int:
-    server = ThreadedFastCGIServer(application, debug=config.debug,
-                                   min_spare=config.minspare, max_spare=config.maxspare,
-                                   max_threads=config.thread_limit,
-                                   limits=protocol_limits(config),
-                                   script_name=config.script_name, peers=peers)
+def serve_threaded(config: ServerConfig, application: object, listener: Listener, *,
+                   peers: PeerFilter | None = None, ops: Operability | None = None) -> int:
+    app = fastcgi_application(config, application, multithreaded=True,
+                              max_connections=config.thread_limit)
+    server = ThreadedFastCGIServer(app, min_spare=config.minspare, max_spare=config.maxspare,
+                                   max_threads=config.thread_limit, peers=peers, ops=ops)
     server.serve_forever(listener.sock, graceful_timeout=config.graceful_timeout,
                          stop_accepting=listener.stop_accepting)
     log.info("threaded server stopped")
     return EXIT_OK
+
+
+def fastcgi_application(config: ServerConfig, application: object, *, multithreaded: bool,
+                        max_connections: int) -> FastCGIApplication:
+    """The project's WSGI application as the FastCGI layer serves it, for either mode.
+
+    The operator pages go around it in the process that serves (see worker.py).
+    """
+    return FastCGIApplication(application, debug=config.debug, multithreaded=multithreaded,
+                              max_connections=max_connections,
+                              limits=protocol_limits(config),
+                              script_name=config.script_name)
+

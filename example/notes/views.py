@@ -11,13 +11,15 @@ import time
 
 from django.conf import settings
 from django.contrib.auth import authenticate, login
+from django.core.cache import caches
+from django.core.cache.backends.redis import RedisCache
 from django.db import connection
 from django.http import HttpRequest, HttpResponse, HttpResponseBadRequest, JsonResponse
 from django.shortcuts import render
 from django.views.decorators.csrf import csrf_exempt
 from django.views.decorators.http import require_GET, require_POST
 
-from .apps import backend_pid, import_time_query, opened_in
+from .apps import backend_id, import_time_query
 from .models import Note
 
 FORK_WARNING = "at fork time"
@@ -40,14 +42,14 @@ def home(request: HttpRequest) -> HttpResponse:
     """What the demo shows: this child, its own connection, the import-time query."""
     notes = Note.objects.count()
     with connection.cursor() as cursor:
-        backend = backend_pid(cursor)
+        backend = backend_id(cursor)
     return render(request, "notes/home.html", {
         "pid": os.getpid(),
         "master_pid": os.getppid(),
         "notes": notes,
         "vendor": connection.vendor,
         "backend": backend,
-        "opened_in": opened_in.get(connection.alias),
+        "opened_in": getattr(connection, "example_opened_by", None),
         "import_query": import_time_query,
         "fork_warnings": _fork_warnings(),
         "status_path": settings.STATUS_PATH,
@@ -91,18 +93,38 @@ def whoami(request: HttpRequest) -> HttpResponse:
 
 @require_GET
 def query(request: HttpRequest) -> HttpResponse:
-    """Echo ``token`` through the database, with the database backend that answered."""
+    """Echo ``token`` through the database, with the server session that answered.
+
+    ``opened_by`` is the process that opened the connection: another one than
+    ``pid`` means the connection was inherited across fork.
+    """
     token = request.GET.get("token")
     if not token:
         return HttpResponseBadRequest("token is required\n", content_type="text/plain")
     with connection.cursor() as cursor:
         cursor.execute("SELECT %s", [token])
         (echoed,) = cursor.fetchone()
-        backend = None
-        if connection.vendor == "postgresql":
-            cursor.execute("SELECT pg_backend_pid()")
-            (backend,) = cursor.fetchone()
-    return JsonResponse({"token": echoed, "backend": backend, "pid": os.getpid()})
+        backend = backend_id(cursor)
+    return JsonResponse({"token": echoed, "backend": backend,
+                         "opened_by": getattr(connection, "example_opened_by", None),
+                         "pid": os.getpid()})
+
+
+@require_GET
+def cache_echo(request: HttpRequest) -> HttpResponse:
+    """Echo ``token`` through the cache, with the Redis client id that answered (if Redis)."""
+    token = request.GET.get("token")
+    if not token:
+        return HttpResponseBadRequest("token is required\n", content_type="text/plain")
+    key = f"echo-{token}"
+    backend = caches["default"]
+    backend.set(key, token, 60)
+    echoed = backend.get(key)
+    client = None
+    if isinstance(backend, RedisCache):
+        # The private client Django keeps: the connection the two calls above used.
+        client = backend._cache.get_client(key, write=True).client_id()
+    return JsonResponse({"token": echoed, "client": client, "pid": os.getpid()})
 
 
 @csrf_exempt

@@ -136,7 +136,7 @@ def describe_socket(fd: int) -> str:
     return f"unix socket to {peer}"
 
 
-def check_project(settings_module: str) -> Report:
+def check_project(settings_module: str, wsgi_app: str | None = None) -> Report:
     """Load the project like ``safefcgi run`` does before forking, then look around."""
     from safefcgi.forksafety.lifecycle import load_application
 
@@ -144,7 +144,7 @@ def check_project(settings_module: str) -> Report:
     recorder = OpeningRecorder()
     before = socket_fds()
     with recorder.recording():
-        load_application(settings_module)
+        load_application(settings_module, wsgi_app)
     database_fds = _database_findings(report, recorder)
     for fd in sorted(socket_fds() - before - database_fds):
         report.findings.append(Finding(

@@ -34,24 +34,115 @@ BUILTIN_SESSION_ENGINES = "django.contrib.sessions.backends."
 
 # -- loading the project (parent, once) ---------------------------------------
 
-def load_application(settings_module: str) -> Any:
-    """Import the project like the first request would, so children share the work."""
+def load_application(settings_module: str, wsgi_app: str | None = None) -> Any:
+    """Import the project like the first request would, so children share the work.
+
+    The application served is the one the project names, as runserver and
+    runfcgi took it: ``wsgi_app`` when given, else ``settings.WSGI_APPLICATION``,
+    else Django's plain handler. A wsgi.py that wraps Django's handler (an
+    error reporter, a static-files or header middleware) is served through
+    its wrapper.
+    """
     os.environ["DJANGO_SETTINGS_MODULE"] = settings_module
     _require_module(settings_module)
     try:
-        from django.core.wsgi import get_wsgi_application
+        import django
+        from django.conf import settings
         from django.urls import get_resolver
 
-        application = get_wsgi_application()
-        get_resolver().url_patterns  # noqa: B018 - imports urls.py and every view now
+        django.setup(set_prefix=False)  # as manage.py has done before runserver loads it
+        app_path = wsgi_app or settings.WSGI_APPLICATION
     # Importing a project runs arbitrary user code; whatever it raises is a load failure.
     except Exception as exc:  # noqa: BLE001
-        log.error("loading %s failed", settings_module, exc_info=True)
-        raise AppLoadError(
-            f"cannot load the Django project of {settings_module}: "
-            f"{type(exc).__name__}: {exc}"
-        ) from exc
+        raise _load_failure(f"the Django project of {settings_module}", exc) from exc
+    source = "--wsgi-app" if wsgi_app else "WSGI_APPLICATION"
+    what = f"{source} {app_path}" if app_path else f"the Django project of {settings_module}"
+    try:
+        application = import_wsgi_application(app_path) if app_path else _django_handler()
+        get_resolver().url_patterns  # noqa: B018 - imports urls.py and every view now
+    except WSGIAppNotFound as exc:  # a wrong name: no traceback of ours to show
+        raise AppLoadError(f"cannot load {what}: {exc}") from None
+    except Exception as exc:  # noqa: BLE001 - user code, as above
+        raise _load_failure(what, exc) from exc
+    if app_path:
+        log.info("serving %s %s", source, app_path)
     return application
+
+
+def _load_failure(what: str, exc: Exception) -> AppLoadError:
+    log.error("loading %s failed", what, exc_info=exc)
+    return AppLoadError(f"cannot load {what}: {type(exc).__name__}: {exc}")
+
+
+def _django_handler() -> Any:
+    from django.core.wsgi import get_wsgi_application
+
+    return get_wsgi_application()
+
+
+class WSGIAppNotFound(Exception):
+    """The named module or attribute does not exist, or is not callable."""
+
+
+def import_wsgi_application(path: str) -> Any:
+    """The callable named ``module:name`` (or ``module.name``, as in WSGI_APPLICATION)."""
+    module_name, _, name = path.partition(":") if ":" in path else path.rpartition(".")
+    try:
+        module = importlib.import_module(module_name)
+    except ModuleNotFoundError as exc:
+        if exc.name is None or not _is_package_of(exc.name, module_name):
+            raise  # the module exists; something it imports does not
+        raise WSGIAppNotFound(f"no module named {exc.name} on sys.path "
+                              "(add the project directory with --pythonpath)") from None
+    application = getattr(module, name, None)
+    if application is None:
+        raise WSGIAppNotFound(f"module {module_name} has no attribute {name!r}")
+    if not callable(application):
+        raise WSGIAppNotFound(f"{name} is a {type(application).__name__}, not a WSGI callable")
+    return application
+
+
+def _is_package_of(missing: str, module_name: str) -> bool:
+    """True when ``missing`` is ``module_name`` or one of its parent packages."""
+    return module_name == missing or module_name.startswith(missing + ".")
+
+
+def django_handler_of(application: Any) -> Any | None:
+    """Django's WSGIHandler inside a project's WSGI wrappers, or None.
+
+    Wrappers keep the application they wrap as an attribute (WhiteNoise's
+    ``application``, Sentry's ``app``, ``__wrapped__``) or in a closure; the
+    search looks a few levels deep through both.
+    """
+    from django.core.handlers.wsgi import WSGIHandler
+
+    level, seen = [application], set()
+    for _ in range(WRAPPER_SEARCH_DEPTH):
+        found = next((item for item in level if isinstance(item, WSGIHandler)), None)
+        if found is not None:
+            return found
+        inner = []
+        for item in level:
+            if id(item) not in seen:
+                seen.add(id(item))
+                inner.extend(_wrapped_callables(item))
+        level = inner
+    return None
+
+
+WRAPPER_SEARCH_DEPTH = 5
+
+
+def _wrapped_callables(wrapper: Any) -> list[Any]:
+    """Callables a wrapper holds: its attributes' values and its closure's cells."""
+    function = getattr(wrapper, "__func__", wrapper)  # a bound method's function
+    held = list(getattr(wrapper, "__dict__", {}).values())
+    if hasattr(wrapper, "__self__"):
+        held.append(wrapper.__self__)
+    for cell in getattr(function, "__closure__", None) or ():
+        with contextlib.suppress(ValueError):  # an empty cell
+            held.append(cell.cell_contents)
+    return [value for value in held if callable(value)]
 
 
 def _require_module(dotted: str) -> None:
@@ -256,7 +347,7 @@ def reset_session_engine(application: Any) -> None:
     fresh = importlib.import_module(engine)
     from django.contrib.sessions.middleware import SessionMiddleware
 
-    for middleware in iter_middleware(application):
+    for middleware in iter_middleware(django_handler_of(application)):
         if isinstance(middleware, SessionMiddleware):
             middleware.SessionStore = fresh.SessionStore
 

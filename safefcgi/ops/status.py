@@ -2,7 +2,7 @@
 
 Only the master sees the whole pool, but only a child can answer a request.
 The child that serves the status path asks the master over its channel and
-waits for the answer (see ``ChildWorker.ask_master``); the master publishes
+waits for the answer (see process/statusquery.py); the master publishes
 nothing on its own. We chose asking over a snapshot the master would keep in
 shared memory because
 

@@ -17,25 +17,21 @@ dropped, then exits.
 
 from __future__ import annotations
 
-import json
 import logging
 import os
-import select
 import signal
 import socket
-import time
 from typing import TYPE_CHECKING, Any
 
-from safefcgi.fastcgi.protocol import FastCGIApplication, prepare_listener, serve_connection
+from safefcgi.fastcgi.protocol import FastCGIApplication, serve_connection
 from safefcgi.ops.operability import request_path
 from safefcgi.process import channel as ch
-from safefcgi.process import titles
+from safefcgi.process import signals, statusquery, titles, worker
 from safefcgi.process.fds import close_fds, drain
 from safefcgi.process.peers import PeerFilter
 from safefcgi.process.polling import (
     Poller,
     accept,
-    listener_kind,
     pause_after_accept_error,
     take_backlog,
 )
@@ -86,10 +82,7 @@ class ChildWorker:
         they are unblocked here, so one that arrived meanwhile acts now.
         Returns the read end of the wake-up pipe the handlers write to.
         """
-        wake_read, wake_write = os.pipe()
-        os.set_blocking(wake_read, False)
-        os.set_blocking(wake_write, False)
-        signal.set_wakeup_fd(wake_write)
+        wake_read, _ = signals.wakeup_pipe()
         signal.signal(signal.SIGTERM, self._on_term)
         # Ctrl-C reaches the whole process group; the master coordinates the stop.
         signal.signal(signal.SIGINT, signal.SIG_IGN)
@@ -114,11 +107,8 @@ class ChildWorker:
         if self._wake_fd < 0:  # the master installs them before the after-fork hooks
             self.install_signal_handlers()
         wake_fd = self._wake_fd
-        self.listener.setblocking(False)
-        prepare_listener(self.listener)
-        self._listener_kind = listener_kind(self.listener)
-        if self.ops:  # operator pages and the access log around the application
-            self.app.application = self.ops.wrap(self.app.application, self)
+        self._listener_kind = worker.prepare_listener(self.listener)
+        worker.add_pages(self.app, self.ops, self)
         self.app.observer = self  # request_started() / request_finished()
         titles.child_idle()
         listener_fd, channel_fd = self.listener.fileno(), self.channel.fileno()
@@ -132,9 +122,13 @@ class ChildWorker:
                 if wake_fd in ready:
                     drain(wake_fd)
                 if channel_fd in ready and not self._read_channel():
-                    log.debug("master closed our channel, exiting")
-                    return
+                    log.debug("retired, or the master closed our channel: leaving")
+                    self._stop_requested = True
                 if self._stop_requested:
+                    # Out of the listener's wake-ups first: a connection the kernel
+                    # woke us for is then in the queue we take, never left behind
+                    # with every sibling asleep.
+                    poller.close()
                     self._serve_backlog()
                     return
                 if listener_fd in ready and not self._accept_and_serve():
@@ -174,31 +168,6 @@ class ChildWorker:
         else:
             close_fds(message.fds)
 
-    def ask_master(self, kind: str, timeout: float, **fields: Any) -> ch.Message | None:
-        """Send ``kind`` and wait for the master's answer of the same kind (None: none came).
-
-        Other messages arriving meanwhile are acted on as usual.
-        """
-        if not self._report(kind, **fields):
-            return None
-        deadline = time.monotonic() + timeout
-        while (remaining := deadline - time.monotonic()) > 0:
-            readable, _, _ = select.select([self.channel], [], [], remaining)
-            if not readable:
-                break
-            try:
-                message = ch.receive(self.channel, socket.MSG_DONTWAIT)
-            except (BlockingIOError, InterruptedError):
-                continue
-            except ch.ChannelClosed:
-                self._master_alive = False
-                return None
-            if message is not None and message.kind == kind:
-                return message
-            if message is not None:
-                self._handle_message(message)
-        return None
-
     # -- what the operator's pages ask (ops.PoolView) ------------------------------------
 
     @property
@@ -207,16 +176,14 @@ class ChildWorker:
 
     def pool_status(self, full: bool) -> dict[str, Any] | None:
         """The master's status numbers (it reads every channel before it answers)."""
-        reply = self.ask_master(ch.STATUS, STATUS_REPLY_SECONDS, full=full)
-        if reply is None or not reply.fds:
+        if not self._master_alive:
             return None
         try:
-            return json.loads(_read_whole(reply.fds[0]))
-        except ValueError:
-            log.warning("the master's status answer is not JSON")
+            return statusquery.ask(self.channel, full, STATUS_REPLY_SECONDS,
+                                   self._handle_message)
+        except ch.ChannelClosed:
+            self._master_alive = False
             return None
-        finally:
-            close_fds(reply.fds)
 
     def _report(self, kind: str, **fields: Any) -> bool:
         if not self._master_alive:
@@ -274,7 +241,7 @@ class ChildWorker:
         return True
 
     def _serve(self, conn: socket.socket, addr: Any) -> None:
-        if self.peers is not None and not self.peers.admit(conn, addr):
+        if not worker.admitted(self.peers, conn, addr):
             return
         self.board.connected()
         # Accepted means served, master or not; a kept-open connection is let go
@@ -304,13 +271,3 @@ def _adopt_output_fds(message: ch.Message, allowed: set[int]) -> None:
         if target in allowed:
             os.dup2(fd, target, inheritable=target in (1, 2))
     close_fds(message.fds)
-
-
-def _read_whole(fd: int) -> bytes:
-    """All of a file the master wrote (a memfd), from its start."""
-    chunks, offset = [], 0
-    while chunk := os.pread(fd, 65536, offset):
-        chunks.append(chunk)
-        offset += len(chunk)
-    return b"".join(chunks)
-

@@ -15,13 +15,10 @@ a step that keeps failing tick after tick stops the server, cleanly.
 
 from __future__ import annotations
 
-import dataclasses
 import errno
 import gc
-import json
 import logging
 import os
-import random
 import selectors
 import signal
 import socket
@@ -45,11 +42,12 @@ from safefcgi.ops import slowlog
 from safefcgi.ops.operability import Operability
 from safefcgi.ops.status import PoolStats, listen_queue, snapshot
 from safefcgi.process import channel as ch
-from safefcgi.process import signals, systemd, titles
+from safefcgi.process import signals, statusquery, systemd, titles
 from safefcgi.process.child import BLOCKED_UNTIL_HANDLED, ChildWorker
 from safefcgi.process.daemon import redirect_output
 from safefcgi.process.fds import drain, flush_std_streams
 from safefcgi.process.peers import PeerFilter
+from safefcgi.process.pool import BACKOFF_MAX_SECONDS, PoolLimits, PoolPolicy
 from safefcgi.process.privileges import Identity, drop_privileges
 from safefcgi.process.reload import Reloader
 from safefcgi.process.scoreboard import IDLE as BOARD_IDLE
@@ -62,42 +60,12 @@ if TYPE_CHECKING:  # the master gets a built config; it never builds one
 log = logging.getLogger("safefcgi.master")
 
 TICK_SECONDS = 1.0  # the loop wakes at least this often, signals or not
-BOARD_POLL_SECONDS = 0.2  # how often the children's scoreboards are read
-BACKOFF_FIRST_SECONDS = 0.5
-BACKOFF_MAX_SECONDS = 30.0
-BOOT_FAILURES_BEFORE_SHOUTING = 5
 HANDLED_SIGNALS = ("SIGTERM", "SIGINT", "SIGQUIT", "SIGHUP", "SIGCHLD", "SIGUSR1",
                    "SIGTTIN", "SIGTTOU")
 # A step of the loop that fails this many ticks in a row is broken for good: stop.
 STEP_FAILURES_BEFORE_STOPPING = 50
 FAILED_TICK_PAUSE_SECONDS = 0.1  # a tick that failed does not spin
 FORK_ERRNOS = (errno.EAGAIN, errno.ENOMEM, errno.EMFILE, errno.ENFILE)
-
-
-@dataclass(frozen=True)
-class PoolLimits:
-    """The pool's size limits; TTIN/TTOU move them at run time."""
-
-    minspare: int
-    maxspare: int
-    maxchildren: int
-
-    def grown(self) -> PoolLimits:
-        """One more child: both spare limits up by one, within maxchildren."""
-        return dataclasses.replace(self, minspare=min(self.minspare + 1, self.maxchildren),
-                                   maxspare=min(self.maxspare + 1, self.maxchildren))
-
-    def shrunk(self) -> PoolLimits:
-        """One fewer child: both spare limits down by one; one idle child stays."""
-        return dataclasses.replace(self, minspare=max(self.minspare - 1, 0),
-                                   maxspare=max(self.maxspare - 1, 1))
-
-
-def request_limit(maxrequests: int, jitter: int, rng: random.Random) -> int:
-    """A child's request budget: maxrequests + random(0..jitter); 0 stays unlimited."""
-    if not maxrequests:
-        return 0
-    return maxrequests + (rng.randint(0, jitter) if jitter else 0)
 
 
 @dataclass
@@ -186,12 +154,15 @@ class PreforkMaster:
         self.identity = identity
         self.peers = peers
         self.reloader = reloader
-        self.limits = PoolLimits(config.minspare, config.maxspare, config.maxchildren)
+        self.ops = ops or Operability.from_config(config)
+        self.pool = PoolPolicy(PoolLimits(config.minspare, config.maxspare, config.maxchildren),
+                               timeout=config.timeout, slowlog_timeout=self.ops.slowlog_timeout,
+                               maxrequests=config.maxrequests,
+                               jitter=config.maxrequests_jitter)
         self.children: dict[int, Child] = {}
         self.worker: ChildWorker | None = None  # set in a child, for after-fork hooks
         self._inherited = list(inherited)
         self._stop_accepting = stop_accepting
-        self._rng = random.Random()
         self._signals: deque[int] = deque()
         self._selector: selectors.BaseSelector | None = None
         self._wake_read = self._wake_write = -1
@@ -199,16 +170,17 @@ class PreforkMaster:
         self._fast_stop = False
         self._announced_ready = False
         self._any_child_ready = False
-        self._boot_failures = 0
-        self._next_spawn_at = 0.0
         self._probe_pid: int | None = None
         self._previous_handlers: dict[int, Any] = {}
-        self.ops = ops or Operability.from_config(config)
         self.stats = PoolStats()
         self._status_queries: list[tuple[Child, bool]] = []
         self._drain_until: float | None = None  # --ping-drain: stop once this is reached
         self._step_failures: dict[str, int] = {}  # step of the loop -> failures in a row
         self._exit_status = EXIT_OK
+
+    @property
+    def limits(self) -> PoolLimits:
+        return self.pool.limits
 
     # -- lifecycle --------------------------------------------------------------------
 
@@ -222,7 +194,7 @@ class PreforkMaster:
             self._adopt_inherited()
             self._handle_signals()  # those that came while we started (a stop, say)
             if not self._stopping:
-                for _ in range(self._initial_children()):
+                for _ in range(self.pool.initial_children()):
                     self._spawn_if_allowed()
             while not self._stopping:
                 self._tick()
@@ -231,18 +203,10 @@ class PreforkMaster:
             self._teardown()
         return self._exit_status
 
-    def _initial_children(self) -> int:
-        limits = self.limits
-        return max(limits.minspare, min(limits.maxspare, limits.maxchildren), 1)
-
     def _setup(self) -> None:
-        self._wake_read, self._wake_write = os.pipe()
-        for fd in (self._wake_read, self._wake_write):
-            os.set_blocking(fd, False)
-            os.set_inheritable(fd, False)
+        self._wake_read, self._wake_write = signals.wakeup_pipe()
         self._selector = selectors.DefaultSelector()
         self._selector.register(self._wake_read, selectors.EVENT_READ, None)
-        signal.set_wakeup_fd(self._wake_write)
         for name in HANDLED_SIGNALS:
             signum = getattr(signal, name)
             self._previous_handlers[signum] = signal.signal(signum, self._queue_signal)
@@ -336,16 +300,8 @@ class PreforkMaster:
     def _select_timeout(self) -> float:
         """Wake in time for the next deadline (--timeout, slow log, ping drain) and to
         read the scoreboards."""
-        deadlines = [c.request_since + self.config.timeout for c in self.children.values()
-                     if self.config.timeout and c.request is not None and not c.timed_out]
-        deadlines += [c.request_since + self.ops.slowlog_timeout
-                      for c in self.children.values() if self.ops.slowlog_timeout
-                      and c.request is not None and c.slow_noted != c.request_since]
-        if self._drain_until is not None:
-            deadlines.append(self._drain_until)
-        if not deadlines:
-            return BOARD_POLL_SECONDS
-        return min(BOARD_POLL_SECONDS, max(min(deadlines) - time.monotonic(), 0.0) + 0.01)
+        return self.pool.next_wakeup(self.children.values(), time.monotonic(),
+                                     self._drain_until)
 
     def _read_boards(self) -> None:
         for child in self.children.values():
@@ -423,7 +379,7 @@ class PreforkMaster:
         log.info("log files reopened")
 
     def handle_ttin(self) -> None:
-        if len(self._live()) >= self.limits.maxchildren:
+        if self.pool.at_maxchildren(self.children.values()):
             log.info("SIGTTIN: already at maxchildren (%d)", self.limits.maxchildren)
             return
         self._resize(self.limits.grown(), "SIGTTIN")
@@ -431,13 +387,12 @@ class PreforkMaster:
 
     def handle_ttou(self) -> None:
         self._resize(self.limits.shrunk(), "SIGTTOU")
-        idle = sorted((c for c in self._live() if c.ready and c.idle),
-                      key=lambda c: c.started_at)
-        if len(self._live()) > 1 and idle:
-            self._retire(idle[0])
+        child = self.pool.to_retire_on_shrink(self.children.values())
+        if child is not None:
+            self._retire(child)
 
     def _resize(self, limits: PoolLimits, signame: str) -> None:
-        self.limits = limits
+        self.pool.limits = limits
         log.info("%s: now %d-%d spare children, at most %d", signame, limits.minspare,
                  limits.maxspare, limits.maxchildren)
 
@@ -468,12 +423,12 @@ class PreforkMaster:
             if not child.ready:
                 child.ready = True
                 self._any_child_ready = True
-                self._boot_failures = 0
+                self.pool.child_ready()
             child.idle = True
             child.request = None
         elif message.kind == ch.STATUS:
             # Answered once every channel has been read (see _answer_status_queries).
-            self._status_queries.append((child, bool(message.get("full"))))
+            self._status_queries.append((child, statusquery.wants_full(message)))
 
     # -- the status page ---------------------------------------------------------------
 
@@ -491,36 +446,25 @@ class PreforkMaster:
                             limits=self.limits, listen_queue=listen_queue(self.listener),
                             full=full)
             try:
-                _send_as_memfd(child.channel, ch.STATUS, json.dumps(data).encode())
+                statusquery.answer(child.channel, data)
             except OSError as exc:  # out of fds or memory: the page says it got no answer
                 log.warning("cannot answer child %d's status query: %s", child.pid, exc)
 
     def _watch_slow_requests(self) -> None:
         """--slowlog-timeout: ask each child running a slow request for its stack, once."""
-        timeout = self.ops.slowlog_timeout
-        if not timeout:
-            return
-        now = time.monotonic()
-        for child in self.children.values():
-            if child.request is not None and slowlog.is_due(child.request_since,
-                                                            child.slow_noted, timeout, now):
-                child.slow_noted = child.request_since
-                self.stats.slow_requests += 1
-                _kill(child.pid, slowlog.SIGNAL)
+        for child in self.pool.slow(self.children.values(), time.monotonic()):
+            child.slow_noted = child.request_since
+            self.stats.slow_requests += 1
+            _kill(child.pid, slowlog.SIGNAL)
 
     def _enforce_timeout(self) -> None:
-        if not self.config.timeout:
-            return
         now = time.monotonic()
-        for child in self.children.values():
-            if child.request is None or child.timed_out:
-                continue
-            busy = now - child.request_since
-            if busy > self.config.timeout:
-                log.error("child %d busy for %.1f s on %s (over --timeout %g s): killing it",
-                          child.pid, busy, " ".join(child.request), self.config.timeout)
-                child.timed_out = True
-                _kill(child.pid, signal.SIGKILL)
+        for child in self.pool.overdue(self.children.values(), now):
+            log.error("child %d busy for %.1f s on %s (over --timeout %g s): killing it",
+                      child.pid, now - child.request_since, " ".join(child.request),
+                      self.config.timeout)
+            child.timed_out = True
+            _kill(child.pid, signal.SIGKILL)
 
     # -- children that exit --------------------------------------------------------------
 
@@ -546,7 +490,7 @@ class PreforkMaster:
         child.close_board()
         code = os.waitstatus_to_exitcode(status)
         self.stats.child_exited(child.served + (child.request is not None),
-                                self._restart_reason(child, code))
+                                self.pool.restart_reason(child, code, self._stopping))
         if not child.ready:
             self._boot_failed(child, code)
         elif child.timed_out:
@@ -560,24 +504,10 @@ class PreforkMaster:
         else:
             log.debug("child %d exited", child.pid)
 
-    def _restart_reason(self, child: Child, code: int) -> str | None:
-        """Why a child ended, for the status page; None when we asked it to (pool, stop)."""
-        if not child.ready:
-            return "startup_failure" if not self._stopping else None
-        if child.timed_out:
-            return "timeout"
-        if code != 0 and not (self._stopping and code == -signal.SIGKILL):
-            return "crash"
-        if code == 0 and child.budget and child.served >= child.budget:
-            return "maxrequests"
-        return None
-
     def _boot_failed(self, child: Child, code: int) -> None:
         if self._stopping:
             return
-        self._boot_failures += 1
-        delay = min(BACKOFF_FIRST_SECONDS * 2 ** (self._boot_failures - 1), BACKOFF_MAX_SECONDS)
-        self._next_spawn_at = time.monotonic() + delay
+        delay = self.pool.start_failed(time.monotonic())
         if code == CHILD_EXIT_BOOT_FAILED:
             reason = "its after-fork hook failed"
         elif code < 0:
@@ -586,10 +516,10 @@ class PreforkMaster:
             reason = f"exit status {code}"
         log.error("child %d failed during start-up (%s); next try in %.1f s",
                   child.pid, reason, delay)
-        if self._boot_failures == BOOT_FAILURES_BEFORE_SHOUTING:
+        if self.pool.should_shout():
             log.error("children failed to start %d times in a row; check the after-fork "
                       "hooks and the log above. Retrying every %.0f s at most",
-                      self._boot_failures, BACKOFF_MAX_SECONDS)
+                      self.pool.boot_failures, BACKOFF_MAX_SECONDS)
 
     # -- reload ---------------------------------------------------------------------------
 
@@ -609,10 +539,10 @@ class PreforkMaster:
 
     def _after_reload(self) -> None:
         """Once fresh children are all up, retire the old generation and tell systemd."""
-        fresh = self._live()
+        fresh = self.pool.live(self.children.values())
         if not fresh or not all(c.ready for c in fresh):
             return
-        stale = [c for c in self.children.values() if c.stale and not c.retiring]
+        stale = self.pool.old_generation_to_retire(self.children.values())
         for child in stale:
             self._retire(child)
         if stale:
@@ -623,44 +553,30 @@ class PreforkMaster:
 
     # -- the pool -------------------------------------------------------------------------
 
-    def _live(self) -> list[Child]:
-        """Children of the current code that are not on their way out."""
-        return [c for c in self.children.values() if not c.retiring and not c.stale]
-
     def _maintain_pool(self) -> None:
-        live: list[Child | None] = list(self._live())
-        spare = sum(1 for c in live if c.idle or not c.ready)
-        # At least one spare even with --minspare 0: only an idle child accepts, so
-        # with none, connections would wait although the pool may still grow.
-        wanted = max(self.limits.minspare, 1)
-        while spare < wanted and len(live) < self.limits.maxchildren:
+        for _ in range(self.pool.to_start(self.children.values())):
             if not self._spawn_if_allowed():
                 return
-            live.append(None)
-            spare += 1
-        idle = sorted((c for c in live if c is not None and c.ready and c.idle),
-                      key=lambda c: c.started_at)
-        for child in idle[self.limits.maxspare:]:
+        for child in self.pool.to_retire(self.children.values()):
             self._retire(child)
 
     # -- forking -----------------------------------------------------------------------
 
     def _spawn_if_allowed(self) -> bool:
-        if time.monotonic() < self._next_spawn_at:
+        if not self.pool.may_start(time.monotonic()):
             return False
         try:
             self.spawn_child()
         except HookError:
             if not self._any_child_ready and not self.children:
                 raise  # a broken before-fork hook at start-up stops start-up
-            self._boot_failures += 1
-            self._next_spawn_at = time.monotonic() + BACKOFF_MAX_SECONDS
+            self.pool.fork_failed(time.monotonic(), hook=True)
             return False
         except OSError as exc:
             if exc.errno not in FORK_ERRNOS:
                 raise
             log.error("cannot start a child: %s", exc.strerror)
-            self._next_spawn_at = time.monotonic() + BACKOFF_FIRST_SECONDS
+            self.pool.fork_failed(time.monotonic(), hook=False)
             return False
         return True
 
@@ -668,8 +584,7 @@ class PreforkMaster:
         """Fork one child: before_fork hooks here, after_fork hooks in the child."""
         self.hooks.run_before_fork(self)
         parent_end, child_end = ch.channel_pair()
-        max_requests = request_limit(self.config.maxrequests, self.config.maxrequests_jitter,
-                                     self._rng)
+        max_requests = self.pool.request_budget()
         board = Scoreboard()
         flush_std_streams()
         # Frozen objects are never visited by the collector, so a child's
@@ -833,19 +748,6 @@ def _kill(pid: int, signum: int) -> None:
         os.kill(pid, signum)
     except ProcessLookupError:
         pass
-
-
-def _send_as_memfd(sock: socket.socket, kind: str, data: bytes) -> None:
-    """Send ``kind`` with ``data`` in an attached memfd: no channel message size limit."""
-    fd = os.memfd_create(f"safefcgi-{kind}", os.MFD_CLOEXEC)
-    try:
-        view = memoryview(data)
-        while view:
-            view = view[os.write(fd, view):]
-        ch.send(sock, kind, fds=(fd,))
-    finally:
-        os.close(fd)
-
 
 
 def _wait_quietly(pid: int) -> None:

@@ -16,6 +16,7 @@ them once its own handlers are in (``unblock``).
 
 from __future__ import annotations
 
+import os
 import signal
 from typing import Any
 
@@ -44,6 +45,21 @@ def signal_name(signum: int) -> str:
     if signal.SIGRTMIN < signum < signal.SIGRTMAX:
         return f"SIGRTMIN+{signum - signal.SIGRTMIN}"
     return f"signal {signum}"
+
+
+def wakeup_pipe() -> tuple[int, int]:
+    """A pipe the interpreter writes each signal's number to: (read end, write end).
+
+    A wait in select or epoll that watches the read end ends as soon as a
+    signal arrives, even one whose handler only noted it. Both ends are
+    non-blocking: a burst of signals never blocks the handler, draining
+    never blocks the loop.
+    """
+    read_end, write_end = os.pipe()  # not inherited across exec (PEP 446)
+    os.set_blocking(read_end, False)
+    os.set_blocking(write_end, False)
+    signal.set_wakeup_fd(write_end)
+    return read_end, write_end
 
 
 def hold(*, escalate: bool = True) -> None:

@@ -31,20 +31,14 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from safefcgi.fastcgi.protocol import (
-    FastCGIApplication,
-    Limits,
-    prepare_listener,
-    serve_connection,
-)
-from safefcgi.fastcgi.wsgi import WSGIApp
-from safefcgi.process import signals
+from safefcgi.fastcgi.protocol import FastCGIApplication, serve_connection
+from safefcgi.ops.operability import NoPool, Operability
+from safefcgi.process import signals, worker
 from safefcgi.process.fds import close_fds, drain
 from safefcgi.process.peers import PeerFilter
 from safefcgi.process.polling import (
     Poller,
     accept,
-    listener_kind,
     pause_after_accept_error,
     take_backlog,
 )
@@ -58,13 +52,12 @@ STOP_POLL_SECONDS = 0.1  # while stopping, how often a second stop signal is loo
 class ThreadedFastCGIServer:
     """Serves a WSGI application from threads that accept their own connections."""
 
-    def __init__(self, application: WSGIApp, *, debug: bool, min_spare: int, max_spare: int,
-                 max_threads: int, limits: Limits,
-                 script_name: str | None = None, peers: PeerFilter | None = None):
-        self.app = FastCGIApplication(application, debug=debug, multithreaded=True,
-                                      max_connections=max_threads, limits=limits,
-                                      script_name=script_name)
+    def __init__(self, app: FastCGIApplication, *, min_spare: int, max_spare: int,
+                 max_threads: int, peers: PeerFilter | None = None,
+                 ops: Operability | None = None):
+        self.app = app
         self.peers = peers
+        self.ops = ops
         self.min_spare = max(min_spare, 1)  # someone must be waiting to accept
         self.max_spare = max_spare
         self.max_threads = max_threads
@@ -93,20 +86,16 @@ class ThreadedFastCGIServer:
         ``stop_accepting`` is called on stop once the queued connections are
         taken, so new ones are refused while those are served.
         """
-        wake_read, wake_write = os.pipe()
-        os.set_blocking(wake_read, False)
-        os.set_blocking(wake_write, False)
-        previous_fd = signal.set_wakeup_fd(wake_write)
+        wake_read, wake_write = signals.wakeup_pipe()
         for signum in signals.STOP_SIGNALS:
             signal.signal(signum, self._on_stop)
         for signum in signals.take_held():  # a stop that came while we started
             if signum in signals.STOP_SIGNALS:
                 self._on_stop(signum, None)
         self._stop_read, self._stop_write = os.pipe()
-        sock.setblocking(False)
-        prepare_listener(sock)
-        self._listener, self._listener_kind = sock, listener_kind(sock)
-        self._listener_fd = sock.fileno()
+        self._listener_kind = worker.prepare_listener(sock)
+        self._listener, self._listener_fd = sock, sock.fileno()
+        worker.add_pages(self.app, self.ops, NoPool())
         try:
             for _ in range(min(self.min_spare, self.max_threads)):
                 self._start_thread()
@@ -114,7 +103,7 @@ class ThreadedFastCGIServer:
             self._stop(stop_accepting)
             self._wait_for_threads(graceful_timeout)
         finally:
-            signal.set_wakeup_fd(previous_fd)
+            signal.set_wakeup_fd(-1)
             # Not the handlers from before: a TERM now, while the socket and the pid
             # file are being removed, must not kill us half way.
             signals.hold(escalate=False)
@@ -273,7 +262,7 @@ class ThreadedFastCGIServer:
                 self._busy -= 1
 
     def _serve(self, conn: socket.socket, addr: Any) -> None:
-        if self.peers is not None and not self.peers.admit(conn, addr):
+        if not worker.admitted(self.peers, conn, addr):
             return
         # A kept-open connection is let go between requests once the server stops.
         serve_connection(self.app, conn, addr, stop_requested=self._stop_requested,

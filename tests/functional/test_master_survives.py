@@ -13,21 +13,10 @@ import time
 
 import pytest
 
+from tests.support.processes import alive
 from tests.support.servers import sleeping_child
 from tests.support.threads import in_thread
 from tests.support.waiting import wait_until
-
-
-def alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    try:
-        with open(f"/proc/{pid}/stat") as stat:
-            return stat.read().rsplit(")", 1)[1].split()[0] != "Z"
-    except (FileNotFoundError, ProcessLookupError):
-        return False
 
 
 def catches(pid: int, signum: int) -> bool:

@@ -1,6 +1,5 @@
 """systemd: the shipped units, socket activation and sd_notify, with the real tools."""
 
-import os
 import re
 import shutil
 import signal
@@ -14,6 +13,7 @@ import pytest
 
 from safefcgi.fastcgi import client
 from tests.support.paths import PROJECT
+from tests.support.processes import Process
 from tests.support.servers import root_permission
 from tests.support.waiting import wait_until
 
@@ -102,9 +102,7 @@ def test_socket_activation_serves_on_the_socket_systemd_passes(tmp_path):
     argv = [systemd_tool("systemd-socket-activate"), "--listen", str(sock_path),
             sys.executable, "-m", "safefcgi", "run", "fixturesite_settings",
             "--pythonpath", str(PROJECT), "--maxchildren", "2", *root_permission([])]
-    with open(log_path, "wb") as log:
-        process = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT,
-                                   stdin=subprocess.DEVNULL, start_new_session=True)
+    activator = Process("systemd-socket-activate", argv, log_path).start()
     try:
         wait_until(sock_path.exists, 10, "the activation socket")
         # The first connection makes systemd-socket-activate exec safefcgi (same pid).
@@ -112,11 +110,11 @@ def test_socket_activation_serves_on_the_socket_systemd_passes(tmp_path):
         assert "using the socket passed by systemd: fd:3 (unix:" in log_path.read_text()
         assert client.request(str(sock_path), "/pid").status == 200
 
-        process.send_signal(signal.SIGTERM)
-        assert process.wait(10) == 0
+        activator.send_signal(signal.SIGTERM)
+        assert activator.popen.wait(10) == 0
         assert sock_path.exists()  # systemd's socket, not ours to remove
     finally:
-        _kill_group(process)
+        activator.stop(signal.SIGKILL)
 
 
 # -- sd_notify ---------------------------------------------------------------------------
@@ -179,11 +177,3 @@ def test_sd_notify_ready_again_when_a_reload_fails(start_server, tmp_path):
     listener.wait_for("RELOADING=1")
     assert "STATUS=reload failed; serving the previous code" in listener.wait_for("READY=1")[-1]
     assert server.get("/version").body == b"first"
-
-
-def _kill_group(process: subprocess.Popen) -> None:
-    try:
-        os.killpg(process.pid, signal.SIGKILL)
-    except ProcessLookupError:
-        pass
-    process.wait()

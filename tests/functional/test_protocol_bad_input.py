@@ -12,6 +12,7 @@ from safefcgi.fastcgi import client
 from safefcgi.fastcgi.records import HEADER, RecordType
 from tests.support.fastcgi import begin, kinds, read_until_closed, whole_request
 from tests.support.servers import LogWatch, start_fixture_server
+from tests.support.waiting import wait_until
 
 READ_TIMEOUT = 1.5
 MAX_PARAMS = 8192
@@ -152,14 +153,12 @@ def test_a_web_server_vanishing_mid_response_is_one_line_and_close_is_called(ser
     with client.connect(server.socket) as sock:
         sock.sendall(whole_request("/p/stream?count=100000&size=65536&tag=vanish"))
         sock.recv(65536)  # the response has started
-    for _ in range(100):
-        if "vanish closed" in server.hook_log.read_text():
-            break
-        time.sleep(0.05)
-    closed_line = [line for line in server.hook_log.read_text().splitlines()
-                   if line.startswith("vanish closed")]
-    assert closed_line and closed_line[0] != "vanish closed after 100000 blocks"
-    (line,) = unharmed.new_lines()
+    closed_line = wait_until(lambda: [line for line in server.hook_log.read_text().splitlines()
+                                      if line.startswith("vanish closed")],
+                             5, "the response to be closed")
+    assert closed_line[0] != "vanish closed after 100000 blocks"
+    # The child closes the response, then logs why it stopped sending.
+    (line,) = wait_until(unharmed.new_lines, 5, "the child's log line")
     assert "before the response was complete" in line
 
 

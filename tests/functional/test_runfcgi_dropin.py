@@ -12,6 +12,7 @@ import pytest
 from safefcgi.config import OPTIONS
 from safefcgi.fastcgi import client
 from tests.support.paths import PROJECT
+from tests.support.processes import Process
 from tests.support.servers import answers, root_permission
 from tests.support.waiting import wait_until
 
@@ -26,25 +27,19 @@ def manage(*args, timeout=20, **kwargs):
 
 @pytest.fixture
 def manage_server(tmp_path):
-    """Start `manage.py runfcgi ...` in the foreground; kill its group afterwards."""
-    processes = []
+    """Start `manage.py runfcgi ...` in the foreground; kill its process group afterwards."""
+    started = []
 
-    def start(*args):
-        log = open(tmp_path / "manage.log", "wb")
-        process = subprocess.Popen([sys.executable, str(PROJECT / "manage.py"), "runfcgi",
-                                    *args, *ALLOW_ROOT], cwd=PROJECT, stdout=log,
-                                   stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                                   start_new_session=True)
-        processes.append(process)
-        return process
+    def start(*args) -> subprocess.Popen:
+        process = Process("manage.py runfcgi",
+                          [sys.executable, PROJECT / "manage.py", "runfcgi", *args, *ALLOW_ROOT],
+                          tmp_path / "manage.log", cwd=PROJECT).start()
+        started.append(process)
+        return process.popen
 
     yield start
-    for process in processes:
-        try:
-            os.killpg(process.pid, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
-        process.wait()
+    for process in started:
+        process.stop(signal.SIGKILL)
 
 
 def test_old_command_line_serves_unchanged(manage_server, tmp_path):
@@ -124,23 +119,19 @@ def test_runfcgi_spelling_starts_the_same_server(start_server, tmp_path):
 
 def test_spawn_fcgi_hands_over_its_socket_on_fd0(tmp_path):
     sock = str(tmp_path / "spawned.sock")
-    spawner = subprocess.Popen(
-        [shutil.which("spawn-fcgi"), "-n", "-s", sock, "--", sys.executable, "-m", "safefcgi",
-         "run", "fixturesite_settings", "--pythonpath", str(PROJECT), "--maxchildren", "2",
-         *root_permission([])],
-        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=True)
+    spawner = Process("spawn-fcgi", [
+        shutil.which("spawn-fcgi"), "-n", "-s", sock, "--", sys.executable, "-m", "safefcgi",
+        "run", "fixturesite_settings", "--pythonpath", PROJECT, "--maxchildren", "2",
+        *root_permission([])], tmp_path / "spawned.log").start()
     try:
-        wait_until(lambda: answers(sock), 15, "the spawned server to answer")
+        wait_until(lambda: answers(sock), 15, "the spawned server to answer",
+                   detail=spawner.log)
         pids = {client.request(sock, "/pid").body for _ in range(4)}
         assert pids and all(pid.isdigit() for pid in pids)
         spawner.send_signal(signal.SIGTERM)  # spawn-fcgi -n exec'd safefcgi: same pid
-        assert spawner.wait(10) == 0
+        assert spawner.popen.wait(10) == 0
     finally:
-        try:
-            os.killpg(spawner.pid, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
-        spawner.wait()
+        spawner.stop(signal.SIGKILL)
 
 
 def test_no_address_and_stdin_not_a_socket_is_one_line_error():

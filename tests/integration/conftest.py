@@ -1,5 +1,6 @@
-"""Fixtures for the integration tests: one PostgreSQL cluster (and pgbouncer) per run,
-one FastCGI server plus lighttpd per test."""
+"""Fixtures for the integration tests: one PostgreSQL cluster (and pgbouncer, MariaDB,
+Redis, a SQLite database in WAL mode, when a test asks) per run, one FastCGI server plus
+lighttpd per test."""
 
 import itertools
 import shutil
@@ -9,7 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.support.example import ACCOUNTS, PASSWORD, PRODUCTION_HABITS, run_django_command
+from tests.support.datastores import MariaDB, Redis
+from tests.support.example import PRODUCTION_HABITS, prepare_example_database
 from tests.support.postgres import PgBouncer, PostgresCluster
 from tests.support.webservers import Site
 
@@ -35,16 +37,42 @@ def postgres(scratch_dir: Path) -> Iterator[PostgresCluster]:
     cluster = PostgresCluster(scratch_dir / "postgres")
     try:
         cluster.start()
-        log = scratch_dir / "django-setup.log"
-        run_django_command(["migrate", "--noinput"], cluster.django_env(), log)
-        run_django_command(
-            ["seedusers", *(account.username for account in ACCOUNTS), "--password", PASSWORD],
-            cluster.django_env(),
-            log,
-        )
+        prepare_example_database(cluster.django_env(), scratch_dir / "django-setup.log")
         yield cluster
     finally:
         cluster.stop()
+
+
+@pytest.fixture(scope="session")
+def mariadb(scratch_dir: Path) -> Iterator[MariaDB]:
+    """A migrated example database on MariaDB with the users of ACCOUNTS."""
+    server = MariaDB(scratch_dir / "mariadb")
+    try:
+        server.start()
+        prepare_example_database(server.django_env(), scratch_dir / "django-setup-mariadb.log")
+        yield server
+    finally:
+        server.stop()
+
+
+@pytest.fixture(scope="session")
+def redis_server(scratch_dir: Path) -> Iterator[Redis]:
+    server = Redis(scratch_dir / "redis")
+    try:
+        yield server.start()
+    finally:
+        server.stop()
+
+
+@pytest.fixture(scope="session")
+def sqlite_wal_env(scratch_dir: Path) -> dict[str, str]:
+    """Settings environment: a migrated example database in SQLite's WAL mode."""
+    directory = scratch_dir / "sqlite"
+    directory.mkdir()
+    env = {"EXAMPLE_DB": "sqlite", "EXAMPLE_SQLITE_PATH": str(directory / "example.sqlite3"),
+           "EXAMPLE_SQLITE_WAL": "1"}
+    prepare_example_database(env, scratch_dir / "django-setup-sqlite.log")
+    return env
 
 
 @pytest.fixture(scope="session")

@@ -29,3 +29,12 @@ def run_django_command(args: list[str], env: Mapping[str, str], log_path: Path) 
         )
     if completed.returncode != 0:
         raise HarnessError(f"{' '.join(args)} failed:\n{tail(log_path)}")
+
+
+def prepare_example_database(env: Mapping[str, str], log_path: Path) -> None:
+    """Create the example's tables and the users of ACCOUNTS in the database ``env`` names."""
+    run_django_command(["migrate", "--noinput"], env, log_path)
+    run_django_command(
+        ["seedusers", *(account.username for account in ACCOUNTS), "--password", PASSWORD],
+        env, log_path,
+    )

@@ -14,6 +14,8 @@ import sys
 from collections.abc import Mapping
 from pathlib import Path
 
+from .conf_lines import rewrite_named_lines
+
 VAR_LINE = re.compile(r"^var\.(\w+)\s*=.*$", re.MULTILINE)
 
 
@@ -27,21 +29,15 @@ def render_lighttpd_conf(template: str, values: Mapping[str, str | int]) -> str:
     Integers are written bare (``server.port`` wants a number), everything
     else as a quoted string.
     """
-    unused = set(values)
-
-    def replace(match: re.Match) -> str:
-        name = match.group(1)
-        if name not in values:
-            return match.group(0)
-        unused.discard(name)
-        value = values[name]
-        rendered = str(value) if isinstance(value, int) else json.dumps(str(value))
-        return f"var.{name} = {rendered}"
-
-    text = VAR_LINE.sub(replace, template)
+    text, unused = rewrite_named_lines(template, VAR_LINE, values, _render_var)
     if unused:
         raise MissingVariable(f"no var line for {sorted(unused)}")
     return text
+
+
+def _render_var(name: str, value: str | int) -> str:
+    rendered = str(value) if isinstance(value, int) else json.dumps(str(value))
+    return f"var.{name} = {rendered}"
 
 
 def _parse_assignment(argument: str) -> tuple[str, str | int]:

@@ -39,6 +39,9 @@ class LoadResult:
     written: set[str] = field(default_factory=set)
     children: set[int] = field(default_factory=set)
     backends_by_child: dict[int, set[int]] = field(default_factory=dict)
+    # Server processes that answered over a database connection another process opened.
+    openers_by_child: dict[int, set[int]] = field(default_factory=dict)
+    cache_clients_by_child: dict[int, set[int]] = field(default_factory=dict)
     elapsed: float = 0.0
 
     def merge(self, other: LoadResult) -> None:
@@ -47,8 +50,11 @@ class LoadResult:
         self.statuses.update(other.statuses)
         self.written |= other.written
         self.children |= other.children
-        for child, backends in other.backends_by_child.items():
-            self.backends_by_child.setdefault(child, set()).update(backends)
+        for mine, theirs in ((self.backends_by_child, other.backends_by_child),
+                             (self.openers_by_child, other.openers_by_child),
+                             (self.cache_clients_by_child, other.cache_clients_by_child)):
+            for child, values in theirs.items():
+                mine.setdefault(child, set()).update(values)
 
     def summary(self, limit: int = 15) -> str:
         lines = [f"{self.requests} requests in {self.elapsed:.1f}s,"
@@ -79,7 +85,7 @@ class Client:
     OPERATIONS = ("whoami", "query", "write")
 
     def __init__(self, url: str, account: Account, number: int, key_prefix: str,
-                 timeout: float) -> None:
+                 timeout: float, operations: tuple[str, ...] = OPERATIONS) -> None:
         host, port = url.removeprefix("http://").split(":")
         self._address = (host, int(port))
         self._timeout = timeout
@@ -92,6 +98,7 @@ class Client:
         self.cookies: dict[str, str] = {}
         self._key_prefix = f"{key_prefix}-{number}-"
         self._sequence = 0
+        self.operations = operations
         self.result = LoadResult()
 
     def log_in(self) -> bool:
@@ -108,7 +115,7 @@ class Client:
                     self.result.errors.append(
                         f"{self.name}: deadline reached after {index} of {count} requests")
                     return
-                operation = self.OPERATIONS[index % len(self.OPERATIONS)]
+                operation = self.operations[index % len(self.operations)]
                 self._step(operation, getattr(self, operation))
         finally:
             self._close()
@@ -129,8 +136,19 @@ class Client:
         token = secrets.token_hex(8)
         answer = self._call("GET", "/query?" + urlencode({"token": token}))
         self._expect(answer, "token", token)
-        if answer.get("backend") is not None:
-            self.result.backends_by_child.setdefault(answer["pid"], set()).add(answer["backend"])
+        self._record(self.result.backends_by_child, answer, "backend")
+        self._record(self.result.openers_by_child, answer, "opened_by")
+
+    def cache(self) -> None:
+        token = secrets.token_hex(8)
+        answer = self._call("GET", "/cache?" + urlencode({"token": token}))
+        self._expect(answer, "token", token)
+        self._record(self.result.cache_clients_by_child, answer, "client")
+
+    @staticmethod
+    def _record(by_child: dict[int, set[int]], answer: dict, name: str) -> None:
+        if answer.get(name) is not None:
+            by_child.setdefault(answer["pid"], set()).add(answer[name])
 
     def write(self) -> None:
         self._sequence += 1
@@ -220,7 +238,8 @@ class Client:
 
 def run_load(url: str, accounts: list[Account], *, clients: int = 8, requests: int = 2000,
              seconds: float = 120.0, request_timeout: float = 10.0,
-             stop_after_errors: int | None = None) -> LoadResult:
+             stop_after_errors: int | None = None,
+             operations: tuple[str, ...] = Client.OPERATIONS) -> LoadResult:
     """Run ``clients`` concurrent logged-in clients for ``requests`` requests in total.
 
     Client ``n`` logs in as ``accounts[n % len(accounts)]``, so several clients
@@ -228,7 +247,8 @@ def run_load(url: str, accounts: list[Account], *, clients: int = 8, requests: i
     after the other, like users arriving over the day, and then all make
     requests at once.  The run ends when all requests are made, after
     ``seconds`` (which counts as an error), or once ``stop_after_errors``
-    errors were seen.
+    errors were seen.  Each client cycles through ``operations`` (methods of
+    ``Client``).
     """
     # Write keys are unique across runs against the same database.
     key_prefix = secrets.token_hex(6)
@@ -236,7 +256,8 @@ def run_load(url: str, accounts: list[Account], *, clients: int = 8, requests: i
     start = time.monotonic()
     deadline = start + seconds
     stop = threading.Event()
-    workers = [Client(url, accounts[n % len(accounts)], n, key_prefix, request_timeout)
+    workers = [Client(url, accounts[n % len(accounts)], n, key_prefix, request_timeout,
+                      operations)
                for n in range(clients)]
 
     def too_many_errors() -> bool:

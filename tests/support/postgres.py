@@ -90,9 +90,11 @@ class PostgresCluster:
         finally:
             conn.close()
 
-    def django_env(self) -> dict[str, str]:
+    def django_env(self, driver: str = "psycopg2") -> dict[str, str]:
+        """Settings environment for this cluster through ``driver`` (psycopg2 or psycopg)."""
         return {
             "EXAMPLE_DB": "postgres",
+            "EXAMPLE_PG_DRIVER": driver,
             "EXAMPLE_PGHOST": str(self.socket_dir),
             "EXAMPLE_PGPORT": str(self.port),
             "EXAMPLE_PGDATABASE": DATABASE,

@@ -26,7 +26,7 @@ from safefcgi.ops.status import (
     render_text,
     snapshot,
 )
-from safefcgi.process.master import PoolLimits
+from safefcgi.process.pool import PoolLimits
 
 
 @dataclass

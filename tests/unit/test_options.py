@@ -17,6 +17,7 @@ from safefcgi.cli import (
 from safefcgi.config import (
     OPTIONS,
     OPTIONS_BY_NAME,
+    Option,
     ServerConfig,
     option_reference,
     protocol_limits,
@@ -170,6 +171,13 @@ def test_every_option_is_a_config_field_with_the_tables_default():
     assert all(getattr(config, option.name) == option.default for option in OPTIONS)
 
 
+def test_an_option_is_one_entry_even_with_a_list_default():
+    option = Option("extra_hook", str, [], "a hook", repeatable=True)
+    assert option.default == ()  # shared by every config: a list could be changed in place
+    assert (option.runfcgi, option.modes, option.since, option.dashed) == (
+        None, ("prefork", "threaded"), "0.1.0", "--extra-hook")
+
+
 def test_protocol_limits_and_operability_take_the_tables_defaults():
     from safefcgi.ops.operability import Operability
 
@@ -231,8 +239,9 @@ def test_option_reference_rows_show_defaults_as_users_write_them():
     assert (rows["--daemonize"].runfcgi_default, rows["--debug"].runfcgi_default,
             rows["--socket"].runfcgi_default, rows["--timeout"].runfcgi_default) == (
         "true when socket/host/port is given, else false", "false", "unset", None)
-    assert all(rows[option.dashed].since == "0.1.0" for option in OPTIONS)
-    assert all(row.help and row.in_config_file == (row.since == "0.1.0")
+    assert rows["--wsgi-app"].since == "0.2.0" and rows["--umask"].since == "0.1.0"
+    # Every server option goes in a config file; the options about the file do not.
+    assert all(row.help and row.in_config_file == (row.name in {o.dashed for o in OPTIONS})
                for row in rows.values())
 
 
@@ -287,3 +296,20 @@ def test_python_requires_and_ruff_target_agree():
         required = setup["options"]["python_requires"]
     oldest = re.fullmatch(r">=\s*3\.(\d+)", required.strip()).group(1)
     assert pyproject["tool"]["ruff"]["target-version"] == f"py3{oldest}"
+
+
+# The options 0.1.0 shipped: any other option must say which later version added it.
+OPTIONS_OF_0_1_0 = set("""
+protocol method socket host port umask minspare maxspare maxchildren maxrequests maxthreads
+daemonize pidfile workdir outlog errlog debug pythonpath before_fork after_fork
+graceful_timeout timeout maxrequests_jitter user group allow_root socket_mode socket_owner
+allowed_clients max_params_bytes max_body_bytes read_timeout script_name status_path
+ping_path ping_response ping_drain slowlog_timeout slowlog access_log log_level log_format
+""".split())
+
+
+def test_options_added_after_0_1_0_say_since_when():
+    first = {option.name for option in OPTIONS if option.since == "0.1.0"}
+    assert first == OPTIONS_OF_0_1_0
+    assert all(tuple(map(int, option.since.split("."))) > (0, 1, 0)
+               for option in OPTIONS if option.name not in first)

@@ -10,7 +10,7 @@ from safefcgi.cli import parse_run_arguments
 from safefcgi.errors import ConfigError
 from safefcgi.process import channel as ch
 from safefcgi.process import systemd
-from safefcgi.process.master import PoolLimits, request_limit
+from safefcgi.process.pool import PoolLimits, request_limit
 from safefcgi.process.reload import Handover, take_handover
 
 # -- pool limits and request budgets ---------------------------------------------------------

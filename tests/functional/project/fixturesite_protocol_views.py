@@ -2,9 +2,10 @@
 
 import hashlib
 import os
+import time
 
 from django.http import HttpResponse, JsonResponse, StreamingHttpResponse
-from django.urls import re_path
+from django.urls import re_path, reverse
 from django.views.decorators.csrf import csrf_exempt
 
 
@@ -24,7 +25,7 @@ def note(text: str) -> None:
 
 
 @csrf_exempt
-def echo(request, rest):
+def echo(request, rest=None):
     meta = request.META
     return JsonResponse({
         "path": request.path, "path_info": request.path_info,
@@ -32,7 +33,10 @@ def echo(request, rest):
         "method": request.method, "scheme": request.scheme, "pid": os.getpid(),
         "body": request.body.decode("utf-8", "replace") if request.method != "GET" else "",
         "connection_requests": meta.get("safefcgi.connection_requests"),
-        "x_test": meta.get("HTTP_X_TEST"),
+        "x_test": meta.get("HTTP_X_TEST"), "authorization": meta.get("HTTP_AUTHORIZATION"),
+        # Where Django would link this very view: wrong whenever the web
+        # server's SCRIPT_NAME/PATH_INFO split was.
+        "reversed": reverse("echo", kwargs={"rest": rest}) if rest else reverse("echo"),
     })
 
 
@@ -81,16 +85,34 @@ def stream(request):
     return StreamingHttpResponse(blocks(), content_type="application/octet-stream")
 
 
+def ticks(request):
+    """``count`` short lines, ``interval`` seconds apart: shows whether a front buffers."""
+    count = int(request.GET.get("count", "3"))
+    interval = float(request.GET.get("interval", "1"))
+
+    def lines():
+        for number in range(count):
+            if number:
+                time.sleep(interval)
+            yield f"tick {number}\n".encode()
+
+    response = StreamingHttpResponse(lines(), content_type="text/plain")
+    if "x_accel_buffering" in request.GET:  # nginx's per-response switch
+        response["X-Accel-Buffering"] = request.GET["x_accel_buffering"]
+    return response
+
+
 def big(request):
     return HttpResponse(b"y" * int(request.GET.get("size", "1000")),
                         content_type="application/octet-stream")
 
 
 urlpatterns = [
-    re_path(r"^p/echo(?P<rest>/.*)?$", echo),
+    re_path(r"^p/echo(?P<rest>/.*)?$", echo, name="echo"),
     re_path(r"^p/rss$", rss),
     re_path(r"^p/raw$", raw_body),
     re_path(r"^p/upload$", upload),
     re_path(r"^p/stream$", stream),
+    re_path(r"^p/ticks$", ticks),
     re_path(r"^p/big$", big),
 ]

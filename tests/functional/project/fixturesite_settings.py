@@ -15,6 +15,8 @@ DATABASES = {
     }
 }
 USE_TZ = True
+# Unset: Django's plain handler. fixturesite_wsgi.application: the wrapped one.
+WSGI_APPLICATION = os.environ.get("FIXTURESITE_WSGI_APPLICATION")
 SAFEFCGI_BEFORE_FORK = [p for p in os.environ.get("FIXTURESITE_BEFORE", "").split(",") if p]
 SAFEFCGI_AFTER_FORK = [p for p in os.environ.get("FIXTURESITE_AFTER", "").split(",") if p]
 
