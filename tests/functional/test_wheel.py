@@ -53,13 +53,14 @@ def fresh_venv(wheel: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     return venv
 
 
-def test_wheel_holds_the_package_and_its_metadata_only(wheel):
+def test_wheel_holds_the_package_its_metadata_and_licence_only(wheel):
     names = zipfile.ZipFile(wheel).namelist()
 
     assert wheel.name.startswith(f"safefcgi-{__version__}-")
     assert "safefcgi/process/master.py" in names
     assert "safefcgi/management/commands/runfcgi.py" in names
     assert not [name for name in names if name.startswith(("tests/", "example/", "docs/"))]
+    assert [name for name in names if name.endswith(".dist-info/licenses/LICENSE")], names
 
 
 def test_installed_wheel_serves_the_example_site_outside_the_checkout(fresh_venv, tmp_path):
