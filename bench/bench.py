@@ -334,6 +334,10 @@ def main(argv: list[str] | None = None) -> int:
                 fresh = [c for c in build_contenders(base, env, plan.children, plain=False,
                                                      prefix="fresh-")
                          if c.name != "safefcgi-keepconn"]
+                # --lazy: what children importing the project themselves cost.
+                fresh.insert(1, services.safefcgi("safefcgi-lazy",
+                                                  base / "sock" / "fresh-safefcgi-lazy.sock",
+                                                  plan.children, env, lazy=True))
                 for contender in fresh:
                     contender.start(bench.logs)
                     group.callback(contender.stop)

@@ -13,10 +13,11 @@ from xml.sax.saxutils import escape
 
 README_START = "<!-- results: written by bench/run -->"
 README_END = "<!-- end of results -->"
-CONTENDER_ORDER = ("safefcgi", "safefcgi-keepconn", "safefcgi-threaded", "flup6", "uwsgi",
-                   "gunicorn")
+CONTENDER_ORDER = ("safefcgi", "safefcgi-lazy", "safefcgi-keepconn", "safefcgi-threaded",
+                   "flup6", "uwsgi", "gunicorn")
 VIEW_ORDER = ("plain", "hello", "db", "big", "upload10m")
-COLOURS = {"safefcgi": "#1b6ac9", "safefcgi-keepconn": "#5aa0e6", "safefcgi-threaded": "#9cc6f0",
+COLOURS = {"safefcgi": "#1b6ac9", "safefcgi-lazy": "#0d3f7a", "safefcgi-keepconn": "#5aa0e6",
+           "safefcgi-threaded": "#9cc6f0",
            "flup6": "#d9822b", "uwsgi": "#3a9b53", "gunicorn": "#8e5fb5"}
 
 

@@ -81,7 +81,8 @@ def _as_root() -> list[str]:
 
 
 def safefcgi(name: str, socket: Path, children: int, env: dict, *, plain: bool = False,
-             threaded: bool = False, keep_conn: bool = False, threads: int = 16) -> Contender:
+             threaded: bool = False, keep_conn: bool = False, threads: int = 16,
+             lazy: bool = False) -> Contender:
     if threaded:
         pool = ["--method", "threaded", "--minspare", "4", "--maxspare", str(threads),
                 "--maxthreads", str(threads)]
@@ -89,7 +90,7 @@ def safefcgi(name: str, socket: Path, children: int, env: dict, *, plain: bool =
         pool = ["--minspare", str(children), "--maxspare", str(children),
                 "--maxchildren", str(children)]
     common = ["--pythonpath", SITE_DIR, "--pythonpath", EXAMPLE_DIR, "--socket", socket,
-              *pool, *_as_root()]
+              *pool, *_as_root(), *(["--lazy"] if lazy else [])]
     if plain:
         argv = [sys.executable, LAUNCHERS / "safefcgi_plain.py", *common]
     else:

@@ -137,14 +137,18 @@ def add_status_parser(commands) -> None:
     """``safefcgi status``: the status page of a running server, without a web server."""
     status = commands.add_parser(
         "status",
-        help="print the status page of a running server (started with --status-path)",
+        help="print the status page of a running server (started with --status-path or "
+        "--status-listen)",
         description="Ask a running server for its status page over FastCGI, the way a "
         "web server would. Exit status 1 if the server does not answer with its status.",
     )
     _add_server_address(status)
     status.add_argument("--path", metavar="PATH", default="/fcgi-status",
                         help="the server's --status-path (default: /fcgi-status)")
-    status.add_argument("--json", action="store_true", help="print JSON, for scripts")
+    formats = status.add_mutually_exclusive_group()
+    formats.add_argument("--json", action="store_true", help="print JSON, for scripts")
+    formats.add_argument("--openmetrics", action="store_true",
+                        help="print OpenMetrics text, as Prometheus scrapes it")
     status.add_argument("--full", action="store_true", help="add one row per child")
     status.add_argument("--timeout", metavar="SECONDS", type=float, default=10.0,
                         help="give up after this many seconds (default: 10)")

@@ -130,6 +130,30 @@ def _url_path(text: str) -> str:
     return str(text)
 
 
+LOOPBACK_NAMES = frozenset({"localhost", "127.0.0.1", "::1"})
+
+
+def listen_address(text: str) -> str | tuple[str, int]:
+    """A unix socket path (it has a /) or HOST:PORT, [IPV6]:PORT."""
+    if "/" in text:
+        return text
+    host, sep, port = text.rpartition(":")
+    if not sep or not host:
+        raise ValueError("expected a unix socket path (with a /) or HOST:PORT")
+    return host.strip("[]"), _port(port)
+
+
+def _loopback_address(text: str) -> str:
+    """--status-listen: a unix path, or a TCP port on loopback only (it needs no web server
+    to be read, so it must not be reachable from other hosts)."""
+    address = listen_address(str(text))
+    if isinstance(address, tuple) and address[0] not in LOOPBACK_NAMES \
+            and not address[0].startswith("127."):
+        raise ValueError("a TCP status socket listens on loopback only (127.0.0.1:PORT or "
+                         "[::1]:PORT); use a unix socket path for anything else")
+    return str(text)
+
+
 def _choice(*words: str) -> Callable[[str], str]:
     def cast(text: str) -> str:
         if str(text).lower() not in words:
@@ -184,6 +208,7 @@ def _show_size(value: int) -> str:
 BOTH_METHODS = ("prefork", "threaded")
 PREFORK = ("prefork",)
 FIRST_VERSION = "0.1.0"
+NEXT_VERSION = "0.2.0"
 
 
 @dataclass(frozen=True)
@@ -261,14 +286,27 @@ OPTIONS: tuple[Option, ...] = (
            flag=True, runfcgi="debug"),
     Option("wsgi_app", _wsgi_app, None,
            "the WSGI callable to serve, instead of the settings' WSGI_APPLICATION",
-           metavar="MODULE:CALLABLE", since="0.2.0",
+           metavar="MODULE:CALLABLE", since=NEXT_VERSION,
            shown="WSGI_APPLICATION, else Django's handler"),
     Option("pythonpath", _text, (), "directory prepended to sys.path",
            repeatable=True, metavar="DIR"),
+    Option("lazy", _bool, False, "each child imports the project itself after fork, "
+           "instead of the parent once before it (for projects that start threads at "
+           "import); costs memory and start-up time per child", flag=True, modes=PREFORK,
+           since="0.2.0"),
     Option("before_fork", _text, (), "dotted path of a callable run in the parent before "
            "every fork", repeatable=True, metavar="DOTTED.PATH", modes=PREFORK),
     Option("after_fork", _text, (), "dotted path of a callable run in each child right "
            "after fork", repeatable=True, metavar="DOTTED.PATH", modes=PREFORK),
+    Option("child_exit", _text, (), "dotted path of a callable run in the parent with the "
+           "pid and exit status of each child that exits", repeatable=True,
+           metavar="DOTTED.PATH", modes=PREFORK, since="0.2.0"),
+    Option("when_ready", _text, (), "dotted path of a callable run in the parent once its "
+           "children accept requests", repeatable=True, metavar="DOTTED.PATH",
+           modes=PREFORK, since="0.2.0"),
+    Option("on_reload", _text, (), "dotted path of a callable run in the parent when "
+           "SIGHUP asks for a reload", repeatable=True, metavar="DOTTED.PATH",
+           modes=PREFORK, since="0.2.0"),
     # -- process management: signals, timeouts, privileges, socket access -------------
     Option("graceful_timeout", _seconds, 30.0,
            "seconds busy children get to finish on stop before they are killed",
@@ -276,6 +314,13 @@ OPTIONS: tuple[Option, ...] = (
     Option("timeout", _seconds, 0.0,
            "kill a child busy on one request longer than this; 0 means never",
            metavar="SECONDS", modes=PREFORK),
+    Option("max_child_rss", _int_at_least(0), 0,
+           "a child whose resident memory passes this many MB finishes its request and "
+           "is replaced; 0 means no limit", metavar="MB", modes=PREFORK, since="0.2.0"),
+    Option("max_child_rss_kill", _int_at_least(0), 0,
+           "a child whose resident memory passes this many MB is killed at once, "
+           "request and all; 0 means no limit", metavar="MB", modes=PREFORK,
+           since="0.2.0"),
     Option("maxrequests_jitter", _int_at_least(0), 0,
            "add random(0..N) to each child's maxrequests so children do not all restart "
            "together", metavar="N", modes=PREFORK),
@@ -310,8 +355,12 @@ OPTIONS: tuple[Option, ...] = (
            metavar="PREFIX"),
     # -- operability: status and ping pages, slow log, access log, log format --------
     Option("status_path", _url_path, None,
-           "answer this URL path with the pool's status (text; ?json, ?html, ?full), "
-           "before Django sees the request", metavar="PATH", modes=PREFORK),
+           "answer this URL path with the pool's status (text; ?json, ?html, ?openmetrics, "
+           "?full), before Django sees the request", metavar="PATH", modes=PREFORK),
+    Option("status_listen", _loopback_address, None,
+           "answer the status page from the master on this extra socket (a unix path or "
+           "127.0.0.1:PORT), FastCGI like the main one: it answers while every child is busy",
+           metavar="ADDRESS", modes=PREFORK, since="0.2.0"),
     Option("ping_path", _url_path, None,
            "answer this URL path with --ping-response, for load balancers", metavar="PATH"),
     Option("ping_response", _text, "pong", "what the ping path answers", metavar="TEXT"),
@@ -339,12 +388,12 @@ OPTIONS_BY_NAME = {option.name: option for option in OPTIONS}
 # ServerConfig, not in a config file, not runfcgi words).
 CONFIG_FILE_OPTIONS: tuple[Option, ...] = (
     Option("config", _text, None, "read options from this TOML file (keys are option "
-           "names; the command line overrides it)", metavar="FILE", since="0.2.0"),
+           "names; the command line overrides it)", metavar="FILE", since=NEXT_VERSION),
     Option("print_config", _bool, False, "print every effective value and where it came "
-           "from, then exit", flag=True, since="0.2.0", shown=""),
+           "from, then exit", flag=True, since=NEXT_VERSION, shown=""),
     Option("check_config", _bool, False, "check the options and import the project as the "
            "server would, without serving; exit status 0 if it would start", flag=True,
-           since="0.2.0", shown=""),
+           since=NEXT_VERSION, shown=""),
 )
 
 
@@ -544,6 +593,11 @@ def _validate_process_options(config: ServerConfig) -> ServerConfig:
         raise ConfigError("--group needs --user")
     if config.maxrequests_jitter and not config.maxrequests:
         raise ConfigError("--maxrequests-jitter needs --maxrequests")
+    if config.max_child_rss and config.max_child_rss_kill \
+            and config.max_child_rss_kill <= config.max_child_rss:
+        raise ConfigError(f"--max-child-rss-kill ({config.max_child_rss_kill} MB) must be "
+                          f"above --max-child-rss ({config.max_child_rss} MB): children over "
+                          "the soft limit get to finish their request")
     if config.user is not None:
         resolve_identity(config.user, config.group)  # unknown names fail here, once
     if config.socket_owner is not None:
@@ -552,6 +606,9 @@ def _validate_process_options(config: ServerConfig) -> ServerConfig:
 
 
 def _validate_operability_options(config: ServerConfig) -> ServerConfig:
+    if config.status_listen is not None \
+            and listen_address(config.status_listen) == config.address:
+        raise ConfigError("--status-listen needs an address of its own, not the main socket's")
     if config.status_path is not None and config.status_path == config.ping_path:
         raise ConfigError("--status-path and --ping-path must differ")
     if config.slowlog is not None and not config.slowlog_timeout:

@@ -14,10 +14,10 @@ import signal
 import sys
 
 from safefcgi import logs
-from safefcgi.config import ServerConfig, protocol_limits
+from safefcgi.config import ServerConfig, listen_address, protocol_limits
 from safefcgi.errors import EXIT_OK, SafeFCGIError
 from safefcgi.fastcgi.protocol import FastCGIApplication
-from safefcgi.forksafety import lifecycle
+from safefcgi.forksafety import lifecycle, threads
 from safefcgi.forksafety.doctor import check_project, print_report
 from safefcgi.forksafety.hooks import ForkHooks, Hook, load_hooks
 from safefcgi.ops.operability import Operability
@@ -72,13 +72,19 @@ def _serve(config: ServerConfig, handover: Handover | None) -> int:
     launch_dir = handover.launch_dir if handover else os.getcwd()
     extend_sys_path(config.pythonpath)
     identity = children_identity(config.user, config.group, config.allow_root)
-    application = lifecycle.load_application(config.settings_module, config.wsgi_app)
-    # The project's LOGGING ran with its import: safefcgi's lines stay safefcgi's.
-    logs.reclaim()
-    hooks = build_fork_hooks(config, application) if config.method == "prefork" else None
+    if config.lazy and not is_probe():  # the probe checks that the new code loads
+        lifecycle.check_settings_module(config.settings_module)
+        application, hooks = None, build_lazy_hooks(config)
+    else:
+        application = lifecycle.load_application(config.settings_module, config.wsgi_app)
+        # The project's LOGGING ran with its import: safefcgi's lines stay safefcgi's.
+        logs.reclaim()
+        hooks = build_fork_hooks(config, application) if config.method == "prefork" else None
     if is_probe():
         log.info("reload probe: the new code of %s loads", config.settings_module)
         return EXIT_OK
+    if config.method == "prefork":
+        threads.warn_about_threads(config.settings_module)  # before any fork, daemon's too
     # From here on there is something to clean up: a stop signal waits for the server.
     signals.hold()
     if handover is None:
@@ -87,7 +93,11 @@ def _serve(config: ServerConfig, handover: Handover | None) -> int:
         os.umask(config.umask)  # as runfcgi did: for the socket file and the app's files
     listener = acquire_listener(config, handover)
     ops = Operability.from_config(config)
+    status_listener = None
     try:
+        status_listener = open_status_listener(config)
+        if status_listener is not None:
+            ops.status_socket = status_listener.sock
         peers = _peer_filter(config, listener)
         redirect_output(config.outlog, config.errlog)
         # Before daemonizing and dropping privileges: relative paths and root-owned
@@ -110,7 +120,18 @@ def _serve(config: ServerConfig, handover: Handover | None) -> int:
                                  peers=peers, reloader=reloader, inherited=inherited, ops=ops)
     finally:
         ops.close()
+        if status_listener is not None:
+            status_listener.close()
         listener.close()
+
+
+def open_status_listener(config: ServerConfig) -> Listener | None:
+    """--status-listen: bound here, with the main socket, so a taken address fails start-up."""
+    if config.status_listen is None:
+        return None
+    status_listener = open_listener(listen_address(config.status_listen))
+    log.info("the master answers the status page on %s", status_listener.description)
+    return status_listener
 
 
 def check_startup(config: ServerConfig) -> int:
@@ -124,9 +145,10 @@ def check_startup(config: ServerConfig) -> int:
     children_identity(config.user, config.group, config.allow_root)
     report = check_project(config.settings_module, config.wsgi_app)
     if config.method == "prefork":
-        for setting in ("SAFEFCGI_BEFORE_FORK", "SAFEFCGI_AFTER_FORK"):
+        for setting in ("SAFEFCGI_BEFORE_FORK", "SAFEFCGI_AFTER_FORK", *MASTER_HOOK_SETTINGS):
             load_hooks(lifecycle.settings_hook_paths(setting))
-        load_hooks(config.before_fork + config.after_fork)
+        load_hooks(config.before_fork + config.after_fork + config.child_exit
+                   + config.when_ready + config.on_reload)
     print_report(report)
     log.info("configuration checked: %s imports and would be served", config.settings_module)
     return EXIT_OK
@@ -195,6 +217,10 @@ def extend_sys_path(directories: tuple[str, ...]) -> None:
             sys.path.insert(0, absolute)
 
 
+MASTER_HOOKS = ("child_exit", "when_ready", "on_reload")
+MASTER_HOOK_SETTINGS = tuple(f"SAFEFCGI_{name.upper()}" for name in MASTER_HOOKS)
+
+
 def build_fork_hooks(config: ServerConfig, application: object) -> ForkHooks:
     """Built-in Django hooks first, then the settings' lists, then the command line's."""
     safety = lifecycle.DjangoForkSafety(application)
@@ -204,7 +230,22 @@ def build_fork_hooks(config: ServerConfig, application: object) -> ForkHooks:
     after += load_hooks(lifecycle.settings_hook_paths("SAFEFCGI_AFTER_FORK"))
     before += load_hooks(config.before_fork)
     after += load_hooks(config.after_fork)
-    return ForkHooks(before_fork=before, after_fork=after)
+    master_hooks = {name: load_hooks(lifecycle.settings_hook_paths(setting))
+                    + load_hooks(getattr(config, name))
+                    for name, setting in zip(MASTER_HOOKS, MASTER_HOOK_SETTINGS, strict=True)}
+    return ForkHooks(before_fork=before, after_fork=after, **master_hooks)
+
+
+def build_lazy_hooks(config: ServerConfig) -> ForkHooks:
+    """--lazy: the settings are never read in the parent, so its hooks come from the
+    command line only; each child loads the project first, then the settings' hooks."""
+    loader = Hook("safefcgi.forksafety.lifecycle.LazyLoad", lifecycle.LazyLoad(
+        config.settings_module, config.wsgi_app))
+    return ForkHooks(before_fork=load_hooks(config.before_fork),
+                     after_fork=[loader, *load_hooks(config.after_fork)],
+                     child_exit=load_hooks(config.child_exit),
+                     when_ready=load_hooks(config.when_ready),
+                     on_reload=load_hooks(config.on_reload))
 
 
 def serve_prefork(config: ServerConfig, application: object, listener: Listener,

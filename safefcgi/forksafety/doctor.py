@@ -17,6 +17,8 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from safefcgi.forksafety.threads import StartRecorder, alive_threads
+
 log = logging.getLogger("safefcgi.doctor")
 
 # Frames from these trees are plumbing; the origin we report is the user's code.
@@ -40,9 +42,10 @@ class Finding:
     what: str
     message: str
     origin: str | None = None
+    origin_verb: str = "opened"  # "started" for a thread
 
     def line(self) -> str:
-        where = f" (opened at {self.origin})" if self.origin else ""
+        where = f" ({self.origin_verb} at {self.origin})" if self.origin else ""
         return f"{self.severity.upper()}: {self.what}: {self.message}{where}"
 
 
@@ -142,8 +145,10 @@ def check_project(settings_module: str, wsgi_app: str | None = None) -> Report:
 
     report = Report(settings_module)
     recorder = OpeningRecorder()
+    starts = StartRecorder()
     before = socket_fds()
-    with recorder.recording():
+    with recorder.recording(), starts.recording(
+            lambda: user_origin(traceback.extract_stack()[:-2])):
         load_application(settings_module, wsgi_app)
     database_fds = _database_findings(report, recorder)
     for fd in sorted(socket_fds() - before - database_fds):
@@ -152,6 +157,13 @@ def check_project(settings_module: str, wsgi_app: str | None = None) -> Report:
             "opened while the project was imported; every child would share it "
             "(a cache or API client created at import time?)",
             recorder.socket_origins.get(fd)))
+    for thread in alive_threads():
+        report.findings.append(Finding(
+            "inherited", thread.describe(),
+            "running while the project was imported; children get a copy of the locks it "
+            "holds but not the thread (a lock held at fork time stays locked in every "
+            "child): start it in an after-fork hook, or run with --lazy",
+            starts.origin_of(thread), origin_verb="started"))
     report.findings.extend(settings_warnings())
     return report
 

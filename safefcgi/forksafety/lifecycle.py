@@ -145,6 +145,35 @@ def _wrapped_callables(wrapper: Any) -> list[Any]:
     return [value for value in held if callable(value)]
 
 
+def check_settings_module(settings_module: str) -> None:
+    """--lazy: the parent only makes sure the settings module can be found (no import)."""
+    os.environ["DJANGO_SETTINGS_MODULE"] = settings_module
+    _require_module(settings_module)
+
+
+class LazyLoad:
+    """--lazy: the child's first after-fork hook imports the project, in the child.
+
+    The parent never imports it, so nothing the project starts at import (a
+    thread, a connection) exists before a fork; each child pays the import.
+    The project's own SAFEFCGI_AFTER_FORK hooks are read from its settings
+    here, in the child, since the parent never read them.
+    """
+
+    def __init__(self, settings_module: str, wsgi_app: str | None = None):
+        self.settings_module = settings_module
+        self.wsgi_app = wsgi_app
+
+    def __call__(self, server: Any) -> None:
+        from safefcgi import logs
+        from safefcgi.forksafety.hooks import load_hooks
+
+        server.app.application = load_application(self.settings_module, self.wsgi_app)
+        logs.reclaim()  # the project's LOGGING ran with its import, here in the child
+        for hook in load_hooks(settings_hook_paths("SAFEFCGI_AFTER_FORK")):
+            hook.func(server)
+
+
 def _require_module(dotted: str) -> None:
     try:
         found = importlib.util.find_spec(dotted) is not None

@@ -58,6 +58,7 @@ class Operability:
     slowlog_timeout: float
     access_log: LogFile | None = None
     slowlog_file: LogFile | None = None
+    status_socket: Any = None  # --status-listen's bound socket, answered by the master
 
     @classmethod
     def from_config(cls, config: Any) -> Operability:
@@ -114,7 +115,8 @@ class OperatorPages:
         if path == self.ops.ping_path:
             return self.ping(start_response)
         if path == self.ops.status_path:
-            return self.status(environ.get("QUERY_STRING", ""), start_response)
+            return self.status(environ.get("QUERY_STRING", ""), environ.get("HTTP_ACCEPT", ""),
+                               start_response)
         return self.application(environ, start_response)
 
     def ping(self, start_response: Callable) -> list[bytes]:
@@ -123,8 +125,8 @@ class OperatorPages:
                            "stopping\n", "ping")
         return _answer(start_response, "200 OK", "text/plain", self.ops.ping_response, "ping")
 
-    def status(self, query: str, start_response: Callable) -> list[bytes]:
-        wanted = StatusQuery.parse(query)
+    def status(self, query: str, accept: str, start_response: Callable) -> list[bytes]:
+        wanted = StatusQuery.parse(query, accept)
         data = self.pool.pool_status(wanted.full)
         if data is None:
             log.warning("status page: the master did not answer")

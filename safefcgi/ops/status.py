@@ -35,7 +35,13 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
-RESTART_REASONS = ("maxrequests", "timeout", "crash", "startup_failure")
+from safefcgi.ops.metrics import CONTENT_TYPE as OPENMETRICS_TYPE
+from safefcgi.ops.metrics import render_openmetrics, wants_openmetrics
+
+# memory: over --max-child-rss, replaced after its request; memory_kill: over
+# --max-child-rss-kill, killed at once.
+RESTART_REASONS = ("maxrequests", "memory", "memory_kill", "timeout", "crash",
+                   "startup_failure")
 STATUS_HEADER = "X-Safefcgi"  # marks an answer from safefcgi, not from the site
 
 
@@ -129,6 +135,7 @@ def snapshot(stats: PoolStats, children: Iterable[Any], *, pool: str, method: st
         "pid": os.getpid(),
         "start_time": time.strftime("%Y-%m-%dT%H:%M:%S%z", time.localtime(stats.started_at)),
         "start_since": int(now - stats.started_monotonic),
+        "start_timestamp": round(stats.started_at, 3),
         "accepted_requests": stats.accepted(children),
         "listen_queue": listen_queue[0] if listen_queue else None,
         "listen_queue_len": listen_queue[1] if listen_queue else None,
@@ -278,19 +285,24 @@ RENDERERS = {
     "text": (render_text, "text/plain; charset=utf-8"),
     "json": (render_json, "application/json"),
     "html": (render_html, "text/html; charset=utf-8"),
+    "openmetrics": (render_openmetrics, OPENMETRICS_TYPE),
 }
 
 
 @dataclass(frozen=True)
 class StatusQuery:
-    """What the query string asks for: ``?json``, ``?html``, ``?full``, combined with &."""
+    """What the query string asks for: ``?json``, ``?html``, ``?openmetrics``, ``?full``,
+    combined with &; or an Accept header naming OpenMetrics, as Prometheus sends."""
 
     format: str = "text"
     full: bool = False
 
     @classmethod
-    def parse(cls, query: str) -> StatusQuery:
+    def parse(cls, query: str, accept: str = "") -> StatusQuery:
         words = {word.partition("=")[0] for word in query.split("&") if word}
+        if "openmetrics" in words or (not words & {"json", "html"} and accept
+                                      and wants_openmetrics(accept)):
+            return cls("openmetrics", True)  # per-child memory needs the rows
         fmt = "json" if "json" in words else "html" if "html" in words else "text"
         return cls(fmt, "full" in words)
 
@@ -305,8 +317,8 @@ def run_status_command(args: Any) -> int:
 
     address = args.socket if args.socket else (args.host, args.port)
     where = address if isinstance(address, str) else f"{address[0]}:{address[1]}"
-    query = "&".join(word for word, wanted in (("json", args.json), ("full", args.full))
-                     if wanted)
+    query = "&".join(word for word, wanted in (("json", args.json), ("full", args.full),
+                                               ("openmetrics", args.openmetrics)) if wanted)
     path = f"{args.path}?{query}" if query else args.path
     try:
         response = request(address, path, timeout=args.timeout)

@@ -41,11 +41,14 @@ from safefcgi.forksafety.hooks import ForkHooks
 from safefcgi.ops import slowlog
 from safefcgi.ops.operability import Operability
 from safefcgi.ops.status import PoolStats, listen_queue, snapshot
+from safefcgi.ops.statuslisten import StatusListener
 from safefcgi.process import channel as ch
 from safefcgi.process import signals, statusquery, systemd, titles
 from safefcgi.process.child import BLOCKED_UNTIL_HANDLED, ChildWorker
 from safefcgi.process.daemon import redirect_output
 from safefcgi.process.fds import drain, flush_std_streams
+from safefcgi.process.memory import KILL as MEMORY_KILL
+from safefcgi.process.memory import MemoryLimits, MemoryWatchdog
 from safefcgi.process.peers import PeerFilter
 from safefcgi.process.pool import BACKOFF_MAX_SECONDS, PoolLimits, PoolPolicy
 from safefcgi.process.privileges import Identity, drop_privileges
@@ -86,6 +89,7 @@ class Child:
     timed_out: bool = False
     budget: int = 0  # requests it may serve (0: unlimited)
     slow_noted: float = -1.0  # request_since of the request last signalled as slow
+    memory_action: str | None = None  # over a memory limit: replaced or killed
 
     def retire(self) -> bool:
         """Tell the child to finish and exit, with a ``retire`` message.
@@ -174,7 +178,10 @@ class PreforkMaster:
         self._previous_handlers: dict[int, Any] = {}
         self.stats = PoolStats()
         self._status_queries: list[tuple[Child, bool]] = []
+        self.status_listener: StatusListener | None = None  # --status-listen
         self._drain_until: float | None = None  # --ping-drain: stop once this is reached
+        self.memory = MemoryWatchdog(MemoryLimits.from_megabytes(config.max_child_rss,
+                                                                 config.max_child_rss_kill))
         self._step_failures: dict[str, int] = {}  # step of the loop -> failures in a row
         self._exit_status = EXIT_OK
 
@@ -212,9 +219,14 @@ class PreforkMaster:
             self._previous_handlers[signum] = signal.signal(signum, self._queue_signal)
         # Signals noted while we started (see signals.hold) are ours now.
         self._signals.extend(signals.take_held())
+        if self.ops.status_socket is not None:
+            self.status_listener = StatusListener(self.ops.status_socket, self._status_page)
+            self.status_listener.register(self._selector)
 
     def _teardown(self) -> None:
         signal.set_wakeup_fd(-1)
+        if self.status_listener is not None:
+            self.status_listener.close()
         # Not the handlers from before: a TERM now, while the socket and the pid file
         # are being removed, must not kill us half way (its default action would).
         signals.hold(escalate=False)
@@ -250,8 +262,9 @@ class PreforkMaster:
     def _tick(self) -> None:
         steps: list[Callable[[], None]] = [
             lambda: self._poll(self._select_timeout()), self._handle_signals, self._reap,
-            self._read_boards, self._enforce_timeout, self._watch_slow_requests,
-            self._check_drain, self._after_reload, self._maintain_pool]
+            self._read_boards, self._enforce_timeout, self._enforce_memory_limits,
+            self._watch_slow_requests, self._check_drain, self._after_reload,
+            self._maintain_pool]
         failed = False
         for step in steps:
             if self._stopping and step in (self._after_reload, self._maintain_pool):
@@ -289,11 +302,13 @@ class PreforkMaster:
             self._stopping = True
 
     def _poll(self, timeout: float) -> None:
-        for key, _ in self._selector.select(timeout):
+        for key, events in self._selector.select(timeout):
             if key.data is None:
                 drain(self._wake_read)
-            else:
+            elif isinstance(key.data, Child):
                 self._read_status(key.data)
+            else:  # the --status-listen socket or one of its connections
+                key.data.on_ready(events)
         if self._status_queries:
             self._answer_status_queries()
 
@@ -343,6 +358,7 @@ class PreforkMaster:
     def handle_hup(self) -> None:
         if self._stopping:
             return
+        self.hooks.run_on_reload(self)
         if self.reloader is None:
             log.info("SIGHUP: replacing every child (no reload possible here)")
             for child in self.children.values():
@@ -441,14 +457,22 @@ class PreforkMaster:
         for child, full in queries:
             if child.channel is None:
                 continue
-            data = snapshot(self.stats, self.children.values(),
-                            pool=self.config.settings_module, method=self.config.method,
-                            limits=self.limits, listen_queue=listen_queue(self.listener),
-                            full=full)
             try:
-                statusquery.answer(child.channel, data)
+                statusquery.answer(child.channel, self._snapshot(full))
             except OSError as exc:  # out of fds or memory: the page says it got no answer
                 log.warning("cannot answer child %d's status query: %s", child.pid, exc)
+
+    def _snapshot(self, full: bool) -> dict[str, Any]:
+        return snapshot(self.stats, self.children.values(), pool=self.config.settings_module,
+                        method=self.config.method, limits=self.limits,
+                        listen_queue=listen_queue(self.listener), full=full)
+
+    def _status_page(self, full: bool) -> dict[str, Any]:
+        """The page for --status-listen, after reading what every child reported."""
+        for child in list(self.children.values()):
+            self._read_status(child)
+        self._read_boards()
+        return self._snapshot(full)
 
     def _watch_slow_requests(self) -> None:
         """--slowlog-timeout: ask each child running a slow request for its stack, once."""
@@ -465,6 +489,22 @@ class PreforkMaster:
                       self.config.timeout)
             child.timed_out = True
             _kill(child.pid, signal.SIGKILL)
+
+    def _enforce_memory_limits(self) -> None:
+        """--max-child-rss: retire the child (its request ends well); -kill: kill it now."""
+        for over in self.memory.over_limit(self.children.values()):
+            child, megabytes = over.child, over.rss / 1024 / 1024
+            child.memory_action = over.action
+            if over.action == MEMORY_KILL:
+                log.error("child %d uses %.0f MB, over --max-child-rss-kill %d MB: killed "
+                          "while %s", child.pid, megabytes, self.config.max_child_rss_kill,
+                          child.describe_request())
+                _kill(child.pid, signal.SIGKILL)
+            else:
+                log.warning("child %d uses %.0f MB, over --max-child-rss %d MB: replaced "
+                            "once it is done with what it serves", child.pid, megabytes,
+                            self.config.max_child_rss)
+                self._retire(child)
 
     # -- children that exit --------------------------------------------------------------
 
@@ -491,10 +531,13 @@ class PreforkMaster:
         code = os.waitstatus_to_exitcode(status)
         self.stats.child_exited(child.served + (child.request is not None),
                                 self.pool.restart_reason(child, code, self._stopping))
+        self.hooks.run_child_exit(self, child.pid, code)
         if not child.ready:
             self._boot_failed(child, code)
         elif child.timed_out:
             log.warning("child %d killed after --timeout; a fresh one replaces it", child.pid)
+        elif child.memory_action is not None:  # logged when the limit was passed
+            log.debug("child %d exited (status %d) over a memory limit", child.pid, code)
         elif code < 0:
             log.warning("child %d killed by %s while %s", child.pid,
                         signal_name(-code), child.describe_request())
@@ -533,7 +576,8 @@ class PreforkMaster:
             systemd.ready("reload failed; serving the previous code")
             return
         # Database and cache sockets are close-on-exec: the new image starts clean.
-        self.reloader.exec_master([(c.pid, c.channel) for c in self.children.values()])
+        self.reloader.exec_master([(c.pid, c.channel) for c in self.children.values()],
+                                  queued=self._signals)
         # Still here: exec failed (logged); the old code keeps serving.
         systemd.ready("reload failed; serving the previous code")
 
@@ -550,6 +594,7 @@ class PreforkMaster:
         if not self._announced_ready:
             self._announced_ready = True
             systemd.ready(f"serving with {len(fresh)} children")
+            self.hooks.run_when_ready(self)
 
     # -- the pool -------------------------------------------------------------------------
 
@@ -644,6 +689,9 @@ class PreforkMaster:
         self._selector.close()
         os.close(self._wake_read)
         os.close(self._wake_write)
+        if self.status_listener is not None:
+            self.status_listener.close(after_fork=True)
+            self.status_listener = None
         for sibling in self.children.values():
             sibling.close_channel()
             sibling.close_board()

@@ -150,6 +150,8 @@ class PoolPolicy:
             return "startup_failure" if not stopping else None
         if child.timed_out:
             return "timeout"
+        if child.memory_action is not None:  # "memory" or "memory_kill" (see memory.py)
+            return child.memory_action
         if code != 0 and not (stopping and code == -signal.SIGKILL):
             return "crash"
         if code == 0 and child.budget and child.served >= child.budget:

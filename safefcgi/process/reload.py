@@ -19,6 +19,7 @@ import logging
 import os
 import socket
 import sys
+from collections.abc import Iterable
 from dataclasses import asdict, dataclass, field
 
 from safefcgi.process import signals
@@ -93,8 +94,14 @@ class Reloader:
                 os._exit(EXEC_FAILED)
         return pid
 
-    def exec_master(self, children: list[tuple[int, socket.socket | None]]) -> None:
-        """Replace this image with a fresh one; returns only if exec failed."""
+    def exec_master(self, children: list[tuple[int, socket.socket | None]],
+                    queued: Iterable[int] = ()) -> None:
+        """Replace this image with a fresh one; returns only if exec failed.
+
+        ``queued``: signals caught but not yet acted on (read once the signals
+        are blocked), which would go with this image; they are raised again,
+        blocked, so the new image receives them.
+        """
         handover = Handover(
             listener_fd=self.listener.fileno(), description=self.description,
             unix_path=self.unix_path, unix_inode=self.unix_inode,
@@ -114,6 +121,8 @@ class Reloader:
         # once it runs: blocked until then, a TERM waits for them instead of killing
         # the new image by its default action (see signals.py).
         mask = signals.block_for_exec()
+        for signum in sorted(set(queued)):
+            os.kill(os.getpid(), signum)
         try:
             os.chdir(self.launch_dir)
             os.execve(sys.executable, command_line(), env)

@@ -98,6 +98,7 @@ def unblock() -> None:
 
 def _note(signum: int, frame: Any) -> None:
     stop_before = any(s in STOP_SIGNALS for s in _held)
-    _held.append(signum)
+    if signum not in _held:  # once each: a process that never takes them stays bounded
+        _held.append(signum)
     if _escalate and signum in STOP_SIGNALS and (stop_before or signum == signal.SIGQUIT):
         raise StopNow(signal_name(signum))

@@ -27,6 +27,12 @@ def catches(pid: int, signum: int) -> bool:
     return bool(int(masks["SigCgt"], 16) & bit) and not int(masks["SigBlk"], 16) & bit
 
 
+def new_image(pid: int) -> bool:
+    """True once ``pid`` runs the image a reload executed (its start-up environment)."""
+    with open(f"/proc/{pid}/environ", "rb") as environ:
+        return b"SAFEFCGI_HANDOVER=" in environ.read()
+
+
 def assert_stopped_clean(server, pidfile, children, status=0):
     assert server.wait_for_exit(10) == status, server.log[-3000:]
     assert not os.path.exists(server.socket), server.log[-3000:]
@@ -129,7 +135,8 @@ def test_a_second_term_while_a_reload_imports_stops_now_and_cleans_up(start_serv
     wait_until(lambda: "re-executing the master" in server.log, 15, "the reload to start",
                detail=lambda: server.log)
     # Two TERMs pending at once are one: wait until the new image takes them one by one.
-    wait_until(lambda: catches(server.process.pid, signal.SIGTERM), 10,
+    wait_until(lambda: new_image(server.process.pid)
+               and catches(server.process.pid, signal.SIGTERM), 10,
                "the re-executed master to catch TERM")
 
     server.process.send_signal(signal.SIGTERM)

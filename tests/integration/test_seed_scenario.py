@@ -102,6 +102,21 @@ def test_safefcgi_prefork_children_never_share_a_database_backend(serve, direct_
     assert backends_shared_between_children(result) == {}
 
 
+def test_safefcgi_lazy_children_serve_without_errors_and_never_share_a_backend(
+    serve, direct_env, postgres
+):
+    site = serve(direct_env, safefcgi_argv, "prefork", "--maxchildren", CHILDREN, "--lazy",
+                 "--maxrequests", 200)
+
+    result = run_load(site.url, ACCOUNTS, clients=CLIENTS, requests=REQUESTS)
+
+    assert_every_answer_was_right(result, postgres, site)
+    assert len(result.children) > CHILDREN, "children were not recycled:\n" + result.summary()
+    assert backends_shared_between_children(result) == {}
+    # The parent never imported the project, so it never held a connection to warn about.
+    assert "was open at fork time" not in site.log
+
+
 def test_safefcgi_prefork_behind_pgbouncer_serves_without_errors(serve, pooled_env, postgres):
     site = serve(pooled_env, safefcgi_argv, "prefork", "--maxchildren", CHILDREN)
 

@@ -23,6 +23,7 @@ from safefcgi.ops.status import (
     listen_queue,
     render_html,
     render_json,
+    render_openmetrics,
     render_text,
     snapshot,
 )
@@ -71,7 +72,8 @@ def test_requests_of_exited_children_still_count_and_their_reason_is_counted():
     stats.child_exited(40, "timeout")
     stats.child_exited(2, None)  # retired by the pool: not a restart
     assert stats.accepted([FakeChild(3, served=5, request=("GET", "/"))]) == 40 + 2 + 5 + 1
-    assert stats.restarts == {"maxrequests": 0, "timeout": 1, "crash": 0, "startup_failure": 0}
+    assert stats.restarts == {"maxrequests": 0, "memory": 0, "memory_kill": 0, "timeout": 1,
+                              "crash": 0, "startup_failure": 0}
 
 
 # -- the snapshot and its formats ----------------------------------------------------------
@@ -116,10 +118,72 @@ def test_text_json_and_html_show_the_same_numbers():
 @pytest.mark.parametrize("query, expected", [
     ("", StatusQuery("text", False)), ("json", StatusQuery("json", False)),
     ("full&html", StatusQuery("html", True)), ("json&full", StatusQuery("json", True)),
-    ("full=1", StatusQuery("text", True)),
+    ("full=1", StatusQuery("text", True)), ("openmetrics", StatusQuery("openmetrics", True)),
 ])
 def test_status_query_words(query, expected):
     assert StatusQuery.parse(query) == expected
+
+
+@pytest.mark.parametrize("query, accept, expected", [
+    ("", "application/openmetrics-text;version=1.0.0,text/plain;version=0.0.4;q=0.5",
+     "openmetrics"),
+    ("", "text/html,application/xhtml+xml", "text"),
+    ("json", "application/openmetrics-text", "json"),  # the query string wins
+])
+def test_an_accept_header_naming_openmetrics_selects_it(query, accept, expected):
+    assert StatusQuery.parse(query, accept).format == expected
+
+
+# -- OpenMetrics -------------------------------------------------------------------------------
+
+
+def parsed_openmetrics(page: dict) -> dict:
+    """Families by name, as prometheus_client's own OpenMetrics parser reads them."""
+    from prometheus_client.openmetrics.parser import text_string_to_metric_families
+
+    return {family.name: family
+            for family in text_string_to_metric_families(render_openmetrics(page))}
+
+
+def test_openmetrics_text_is_valid_and_carries_the_page_numbers():
+    page = a_page()
+    page["restarts"]["memory"] = 2
+    page["slow_requests"] = 4
+
+    families = parsed_openmetrics(page)
+
+    def value(name, **labels):
+        return next(s.value for s in families[name].samples if s.labels == labels
+                    and not s.name.endswith("_created"))
+
+    assert families["safefcgi_accepted_requests"].type == "counter"
+    assert value("safefcgi_accepted_requests") == 12
+    assert value("safefcgi_slow_requests") == 4
+    assert value("safefcgi_child_restarts", reason="memory") == 2
+    assert value("safefcgi_children", state="busy") == 1
+    assert value("safefcgi_children", state="exiting") == 2
+    assert value("safefcgi_listen_queue") == 3 and value("safefcgi_listen_queue_size") == 128
+    assert value("safefcgi_max_children") == 5
+    memory = families["safefcgi_child_resident_memory_bytes"]
+    assert memory.unit == "bytes" and memory.type == "gauge"
+    assert value("safefcgi_child_resident_memory_bytes", pid=str(os.getpid())) > 1024 ** 2
+    assert families["safefcgi_start_time_seconds"].unit == "seconds"
+    assert value("safefcgi_pool", pool="mysite.settings", process_manager="prefork") == 1
+
+
+def test_openmetrics_label_values_are_escaped():
+    page = a_page()
+    page["pool"] = 'odd "name"\\with\nnewline'
+    families = parsed_openmetrics(page)
+    assert families["safefcgi_pool"].samples[0].labels["pool"] == page["pool"]
+
+
+def test_openmetrics_leaves_out_what_the_system_does_not_tell():
+    page = a_page(full=False)
+    page["listen_queue"] = page["listen_queue_len"] = None
+    families = parsed_openmetrics(page)
+    assert "safefcgi_listen_queue" not in families
+    assert "safefcgi_child_resident_memory_bytes" not in families
 
 
 # -- the listen queue -----------------------------------------------------------------------
@@ -232,6 +296,11 @@ def test_json_log_lines_carry_pid_and_role():
     (["--method", "threaded", "--status-path", "/s"], "--status-path needs --method=prefork"),
     (["--log-format", "xml"], "expected text or json"),
     (["--log-level", "chatty"], "expected debug or info or warning or error"),
+    (["--status-listen", "10.0.0.1:9001"], "loopback only"),
+    (["--status-listen", "9001"], "expected a unix socket path"),
+    (["--status-listen", "127.0.0.1:99999"], "must be at most 65535"),
+    (["--socket", "/run/a.sock", "--status-listen", "/run/a.sock"], "an address of its own"),
+    (["--method", "threaded", "--status-listen", "/run/s.sock"], "needs --method=prefork"),
 ])
 def test_conflicting_operability_options_fail_with_a_sentence(args, message):
     with pytest.raises(ConfigError, match=re.escape(message)):

@@ -1,6 +1,5 @@
 """Option parsing: safefcgi's own spelling, runfcgi's key=value spelling, validation."""
 
-import configparser
 import dataclasses
 import re
 from pathlib import Path
@@ -221,9 +220,10 @@ def test_every_option_of_one_method_is_refused_under_the_other():
         if option.modes == ("prefork", "threaded"):
             continue
         (mode,) = option.modes
-        value = "a.b" if option.repeatable else "/p" if option.name.endswith("path") else "3"
+        value = [] if option.flag else ["a.b"] if option.repeatable else ["/p"] \
+            if option.name.endswith(("path", "listen")) else ["3"]
         with pytest.raises(ConfigError, match=f"{option.dashed} needs --method={mode}"):
-            parse_run_arguments(["mysite.settings", *samples[mode], option.dashed, value])
+            parse_run_arguments(["mysite.settings", *samples[mode], option.dashed, *value])
 
 
 def test_option_reference_rows_show_defaults_as_users_write_them():
@@ -289,11 +289,7 @@ def test_options_named_in_the_prose_exist():
 
 def test_python_requires_and_ruff_target_agree():
     pyproject = tomllib.loads((ROOT / "pyproject.toml").read_text())
-    required = pyproject.get("project", {}).get("requires-python")
-    if required is None:
-        setup = configparser.ConfigParser()
-        setup.read(ROOT / "setup.cfg")
-        required = setup["options"]["python_requires"]
+    required = pyproject["project"]["requires-python"]
     oldest = re.fullmatch(r">=\s*3\.(\d+)", required.strip()).group(1)
     assert pyproject["tool"]["ruff"]["target-version"] == f"py3{oldest}"
 

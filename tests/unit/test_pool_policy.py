@@ -124,6 +124,9 @@ def test_why_a_child_ended():
     assert reason(child(1), -signal.SIGKILL, stopping=True) is None  # killed by the stop
     assert reason(child(1, budget=5, served=5), 0, stopping=False) == "maxrequests"
     assert reason(child(1, budget=5, served=2), 0, stopping=False) is None  # retired
+    assert reason(child(1, memory_action="memory"), 0, stopping=False) == "memory"
+    assert reason(child(1, memory_action="memory_kill"), -signal.SIGKILL,
+                  stopping=False) == "memory_kill"
 
 
 # -- watchdogs and the next wake-up ----------------------------------------------------

@@ -60,6 +60,29 @@ def after_out_of_fds(server):
     resource.setrlimit(resource.RLIMIT_NOFILE, (lowest_free + 1, hard))
 
 
+def child_exit(server, pid, status):
+    _record(f"child_exit {pid} {status} in")
+
+
+def when_ready(server):
+    accepting = any(child.ready for child in server.children.values())
+    _record(f"when_ready accepting={accepting} in")
+
+
+def on_reload(server):
+    _record("on_reload")
+
+
+def master_hook_fails(server, *args):
+    _record("master_hook_fails")
+    raise RuntimeError("metrics directory is gone")
+
+
+def master_hook_exits(server, *args):
+    _record("master_hook_exits")
+    raise SystemExit(3)
+
+
 def after_garbles_channel(server):
     """Send the master what a buggy child could: bytes that are not a message."""
     _record("after_garbles_channel")

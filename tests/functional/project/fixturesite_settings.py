@@ -20,6 +20,13 @@ WSGI_APPLICATION = os.environ.get("FIXTURESITE_WSGI_APPLICATION")
 SAFEFCGI_BEFORE_FORK = [p for p in os.environ.get("FIXTURESITE_BEFORE", "").split(",") if p]
 SAFEFCGI_AFTER_FORK = [p for p in os.environ.get("FIXTURESITE_AFTER", "").split(",") if p]
 
+if os.environ.get("FIXTURESITE_START_THREAD"):  # a settings module that starts a thread
+    import fixturesite_threads
+
+    fixturesite_threads.start()
+
+SAFEFCGI_CHILD_EXIT = [p for p in os.environ.get("FIXTURESITE_CHILD_EXIT", "").split(",") if p]
+
 # A project's own LOGGING, as many are written (FIXTURESITE_LOGGING picks one).
 _NULL_HANDLER = {"null": {"class": "logging.NullHandler"}}
 _PROJECT_LOGGING = {
