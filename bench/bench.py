@@ -106,13 +106,17 @@ def build_contenders(base: Path, env: dict, children: int, plain: bool,
 
     return [
         services.safefcgi("safefcgi", path("safefcgi"), children, env, plain=plain),
-        services.safefcgi("safefcgi-keepconn", path("safefcgi-kc"), children, env, plain=plain,
-                          keep_conn=True),
+        services.safefcgi("safefcgi-keepconn8", path("safefcgi-kc8"), children, env,
+                          plain=plain, keepalive=8),
+        services.safefcgi("safefcgi-keepconn32", path("safefcgi-kc32"), children, env,
+                          plain=plain, keepalive=32),
         services.safefcgi("safefcgi-threaded", path("safefcgi-thr"), children, env,
                           plain=plain, threaded=True),
         services.flup("flup6", path("flup6"), children, env, plain=plain),
         services.uwsgi("uwsgi", path("uwsgi"), children, env, plain=plain),
         services.gunicorn("gunicorn", path("gunicorn"), children, env, plain=plain),
+        services.gunicorn("gunicorn-uwsgi", path("gunicorn-uwsgi"), children, env, plain=plain,
+                          protocol="uwsgi"),
     ]
 
 
@@ -251,7 +255,7 @@ class Bench:
                     contender.start(self.logs)
                     stack.callback(contender.stop)
                     contender.wait_for_socket()
-                    nginx = services.Nginx(self.base / "scale", keepalive=1)
+                    nginx = services.Nginx(self.base / "scale")
                     nginx.start([contender])
                     stack.callback(nginx.stop)
                     load.run_wrk(contender.url, view, self.plan.warmup_seconds,
@@ -317,8 +321,7 @@ def main(argv: list[str] | None = None) -> int:
                     group.callback(contender.stop)
                 for contender in contenders:
                     contender.wait_for_socket()
-                nginx = services.Nginx(base / ("nginx-plain" if plain else "nginx-django"),
-                                       keepalive=1)
+                nginx = services.Nginx(base / ("nginx-plain" if plain else "nginx-django"))
                 nginx.start(contenders)
                 group.callback(nginx.stop)
                 if plain or "throughput" in phases:
@@ -328,12 +331,13 @@ def main(argv: list[str] | None = None) -> int:
                 by_name = {c.name: c for c in contenders}
                 if "concurrency" in phases:
                     results["concurrency"] = bench.concurrency(
-                        [by_name[n] for n in ("safefcgi", "flup6", "uwsgi")], views[0])
+                        [by_name[n] for n in ("safefcgi", "safefcgi-keepconn32", "flup6",
+                                              "uwsgi")], views[0])
         if phases & {"memory", "upload"}:
             with ExitStack() as group:
                 fresh = [c for c in build_contenders(base, env, plan.children, plain=False,
                                                      prefix="fresh-")
-                         if c.name != "safefcgi-keepconn"]
+                         if not c.keepalive and c.name != "gunicorn-uwsgi"]
                 # --lazy: what children importing the project themselves cost.
                 fresh.insert(1, services.safefcgi("safefcgi-lazy",
                                                   base / "sock" / "fresh-safefcgi-lazy.sock",
@@ -343,7 +347,7 @@ def main(argv: list[str] | None = None) -> int:
                     group.callback(contender.stop)
                 for contender in fresh:
                     contender.wait_for_socket()
-                nginx = services.Nginx(base / "nginx-fresh", keepalive=1)
+                nginx = services.Nginx(base / "nginx-fresh")
                 nginx.start(fresh)
                 group.callback(nginx.stop)
                 if "memory" in phases:

@@ -13,12 +13,14 @@ from xml.sax.saxutils import escape
 
 README_START = "<!-- results: written by bench/run -->"
 README_END = "<!-- end of results -->"
-CONTENDER_ORDER = ("safefcgi", "safefcgi-lazy", "safefcgi-keepconn", "safefcgi-threaded",
-                   "flup6", "uwsgi", "gunicorn")
+KEPT = ("safefcgi-keepconn8", "safefcgi-keepconn32")  # nginx keepalive 8 and 32
+CONTENDER_ORDER = ("safefcgi", "safefcgi-lazy", *KEPT, "safefcgi-threaded", "flup6", "uwsgi",
+                   "gunicorn", "gunicorn-uwsgi")
 VIEW_ORDER = ("plain", "hello", "db", "big", "upload10m")
-COLOURS = {"safefcgi": "#1b6ac9", "safefcgi-lazy": "#0d3f7a", "safefcgi-keepconn": "#5aa0e6",
-           "safefcgi-threaded": "#9cc6f0",
-           "flup6": "#d9822b", "uwsgi": "#3a9b53", "gunicorn": "#8e5fb5"}
+COLOURS = {"safefcgi": "#1b6ac9", "safefcgi-lazy": "#0d3f7a", "safefcgi-keepconn8": "#3f86d9",
+           "safefcgi-keepconn32": "#5aa0e6", "safefcgi-threaded": "#9cc6f0",
+           "flup6": "#d9822b", "uwsgi": "#3a9b53", "gunicorn": "#8e5fb5",
+           "gunicorn-uwsgi": "#b796d4"}
 
 
 def versions() -> dict:
@@ -73,9 +75,11 @@ def summarise(runs: list[dict]) -> dict:
         }
     for rows in summary.values():
         for name, row in rows.items():
-            for baseline in ("flup6", "uwsgi"):
+            for baseline in ("flup6", "uwsgi", "safefcgi"):
                 base = rows.get(baseline, {}).get("rps_median")
                 row[f"x_{baseline}"] = round(row["rps_median"] / base, 2) if base else None
+            base_p99 = rows.get("safefcgi", {}).get("p99_us")
+            row["p99_x_safefcgi"] = round(row["p99_us"] / base_p99, 2) if base_p99 else None
             del name
     return dict(summary)
 
@@ -85,7 +89,7 @@ def _get(summary: dict, view: str, contender: str, key: str):
 
 
 def targets(results: dict) -> list[dict]:
-    """The goals of issue 5, each with the measured value and met / missed."""
+    """The project's goals, each with the measured value and met / missed."""
     summary = results.get("summary", {})
     out = []
 
@@ -93,18 +97,31 @@ def targets(results: dict) -> list[dict]:
         out.append({"target": name, "measured": value, "goal": goal,
                     "met": None if value is None else bool(met)})
 
+    def at_least(name: str, view: str, contender: str, key: str, goal: float) -> None:
+        value = _get(summary, view, contender, key)
+        add(name, value, f">= {goal}x", value is not None and value >= goal)
+
     cpu = _get(summary, "plain", "safefcgi", "cpu_us_per_request")
     add("server overhead, plain WSGI (CPU us/request, prefork)", cpu, "<= 40",
         cpu is not None and cpu <= 40)
-    for contender in ("safefcgi", "safefcgi-keepconn"):
-        ratio = _get(summary, "hello", contender, "x_flup6")
-        add(f"Django /hello, {contender} vs flup6", ratio, ">= 2.0x",
-            ratio is not None and ratio >= 2.0)
-        ratio = _get(summary, "hello", contender, "x_uwsgi")
-        add(f"Django /hello, {contender} vs uWSGI fastcgi", ratio, ">= 1.0x",
-            ratio is not None and ratio >= 1.0)
-        ratio = _get(summary, "db", contender, "x_flup6")
-        add(f"/db, {contender} vs flup6", ratio, ">= 1.5x", ratio is not None and ratio >= 1.5)
+    at_least("Django /hello, safefcgi vs uWSGI fastcgi", "hello", "safefcgi", "x_uwsgi", 1.0)
+    at_least("/db, safefcgi vs flup6", "db", "safefcgi", "x_flup6", 1.5)
+    for kept in KEPT:
+        for view in ("hello", "db"):
+            at_least(f"/{view}, {kept} vs one connection per request", view, kept,
+                     "x_safefcgi", 1.15)
+            value = _get(summary, view, kept, "p99_x_safefcgi")
+            add(f"/{view}, {kept} p99 vs one connection per request", value, "<= 1.5x",
+                value is not None and value <= 1.5)
+        at_least(f"Django /hello, {kept} vs uWSGI fastcgi", "hello", kept, "x_uwsgi", 1.1)
+        ours = _get(summary, "hello", kept, "rps_median")
+        theirs = _get(summary, "hello", "gunicorn-uwsgi", "rps_median")
+        ratio = round(ours / theirs, 2) if ours and theirs else None
+        add(f"Django /hello, {kept} vs gunicorn uwsgi protocol", ratio, "> 1.0x",
+            ratio is not None and ratio > 1.0)
+        at_least(f"/db, {kept} vs uWSGI fastcgi", "db", kept, "x_uwsgi", 1.0)
+        errors = sum(r["errors"] for r in results.get("runs", []) if r["contender"] == kept)
+        add(f"{kept}: failed responses, all runs", errors, "0", errors == 0)
     memory = results.get("memory", {})
     ours = memory.get("safefcgi", {}).get("worker_uss_kib_mean")
     theirs = memory.get("flup6", {}).get("worker_uss_kib_mean")
@@ -149,12 +166,12 @@ def table(results: dict) -> str:
             rows.append([
                 view, name, _fmt(row["rps_median"]), f"±{_fmt(row['spread_pct'])}%",
                 _fmt(row["p50_us"] / 1000, "{:.2f}"), _fmt(row["p99_us"] / 1000, "{:.2f}"),
-                _fmt(row["cpu_us_per_request"]), _fmt(row["x_flup6"], "{:.2f}"),
-                _fmt(row["x_uwsgi"], "{:.2f}"), row["errors"],
+                _fmt(row["cpu_us_per_request"]), _fmt(row.get("x_safefcgi"), "{:.2f}"),
+                _fmt(row["x_flup6"], "{:.2f}"), _fmt(row["x_uwsgi"], "{:.2f}"), row["errors"],
                 f"{row['disturbed_rounds']}/{row['rounds']}"])
     return markdown_table(["view", "server", "req/s (median)", "spread", "p50 ms", "p99 ms",
-                           "CPU µs/req", "× flup6", "× uWSGI", "errors", "disturbed"],
-                          "llrrrrrrrrr", rows)
+                           "CPU µs/req", "× safefcgi", "× flup6", "× uWSGI", "errors",
+                           "disturbed"], "llrrrrrrrrrr", rows)
 
 
 def memory_table(results: dict) -> str:

@@ -42,8 +42,8 @@ class Contender:
     name: str
     argv: list
     socket: Path
-    protocol: str = "fastcgi"  # or "http" (nginx proxy_pass)
-    keep_conn: bool = False  # nginx fastcgi_keep_conn with an upstream keepalive
+    protocol: str = "fastcgi"  # or "http" (nginx proxy_pass), "uwsgi" (nginx uwsgi_pass)
+    keepalive: int = 0  # >0: nginx fastcgi_keep_conn with an upstream keepalive of this many
     env: dict = field(default_factory=dict)
     port: int = 0
     process: Process | None = None
@@ -81,7 +81,7 @@ def _as_root() -> list[str]:
 
 
 def safefcgi(name: str, socket: Path, children: int, env: dict, *, plain: bool = False,
-             threaded: bool = False, keep_conn: bool = False, threads: int = 16,
+             threaded: bool = False, keepalive: int = 0, threads: int = 16,
              lazy: bool = False) -> Contender:
     if threaded:
         pool = ["--method", "threaded", "--minspare", "4", "--maxspare", str(threads),
@@ -95,7 +95,7 @@ def safefcgi(name: str, socket: Path, children: int, env: dict, *, plain: bool =
         argv = [sys.executable, LAUNCHERS / "safefcgi_plain.py", *common]
     else:
         argv = [VENV_BIN / "safefcgi", "run", DJANGO_SETTINGS, *common]
-    return Contender(name, argv, socket, keep_conn=keep_conn, env=env)
+    return Contender(name, argv, socket, keepalive=keepalive, env=env)
 
 
 def flup(name: str, socket: Path, children: int, env: dict, *, plain: bool = False) -> Contender:
@@ -116,11 +116,13 @@ def uwsgi(name: str, socket: Path, children: int, env: dict, *, plain: bool = Fa
 
 
 def gunicorn(name: str, socket: Path, children: int, env: dict, *,
-             plain: bool = False) -> Contender:
+             plain: bool = False, protocol: str = "http") -> Contender:
+    """gunicorn's sync workers; ``protocol`` "uwsgi" speaks uWSGI's binary protocol."""
     argv = [VENV_BIN / "gunicorn", "--workers", children, "--worker-class", "sync",
             "--bind", f"unix:{socket}", "--pythonpath", f"{SITE_DIR},{EXAMPLE_DIR}",
-            "--log-level", "warning", PLAIN_WSGI if plain else DJANGO_WSGI]
-    return Contender(name, argv, socket, protocol="http", env=env)
+            "--protocol", protocol, "--log-level", "warning",
+            PLAIN_WSGI if plain else DJANGO_WSGI]
+    return Contender(name, argv, socket, protocol=protocol, env=env)
 
 
 # -- nginx -----------------------------------------------------------------------------
@@ -132,6 +134,8 @@ def fastcgi_params() -> str:
     return "\n".join("        " + line.strip() for line in lines
                      if re.match(r"\s*fastcgi_param\s", line))
 
+
+UWSGI_PARAMS = "/etc/nginx/uwsgi_params"  # shipped with every Debian nginx
 
 NGINX_MAIN = """\
 worker_processes {workers};
@@ -151,8 +155,10 @@ http {{
     # A 1 MiB response stays in memory instead of going through a temp file.
     fastcgi_buffers 32 64k;
     proxy_buffers 32 64k;
+    uwsgi_buffers 32 64k;
     fastcgi_read_timeout 60s;
     proxy_read_timeout 60s;
+    uwsgi_read_timeout 60s;
 {servers}
 }}
 """
@@ -183,12 +189,22 @@ HTTP_SERVER = """\
 """
 
 
+UWSGI_SERVER = """\
+    server {{
+        listen 127.0.0.1:{port};
+        location / {{
+            uwsgi_pass unix:{socket};
+            include {params};
+        }}
+    }}
+"""
+
+
 class Nginx:
     """One nginx (two workers, as many as cores) with a port per contender."""
 
-    def __init__(self, base_dir: Path, keepalive: int):
+    def __init__(self, base_dir: Path):
         self.base_dir = base_dir / "nginx"
-        self.keepalive = keepalive
         self.process: Process | None = None
 
     def render(self, contenders: list[Contender]) -> str:
@@ -197,11 +213,15 @@ class Nginx:
             if contender.protocol == "http":
                 servers.append(HTTP_SERVER.format(port=contender.port, socket=contender.socket))
                 continue
-            keep = contender.keep_conn
+            if contender.protocol == "uwsgi":
+                servers.append(UWSGI_SERVER.format(port=contender.port, socket=contender.socket,
+                                                   params=UWSGI_PARAMS))
+                continue
+            keep = contender.keepalive
             servers.append(FASTCGI_SERVER.format(
                 name=re.sub(r"\W", "_", contender.name), socket=contender.socket,
                 port=contender.port, params=fastcgi_params(),
-                keepalive=f"keepalive {self.keepalive};" if keep else "",
+                keepalive=f"keepalive {keep};" if keep else "",
                 keep_conn="fastcgi_keep_conn on;" if keep else ""))
         user = "user root root;" if os.geteuid() == 0 else ""
         return NGINX_MAIN.format(workers=NGINX_WORKERS, dir=self.base_dir, user=user,

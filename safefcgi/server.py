@@ -11,6 +11,7 @@ import contextlib
 import logging
 import os
 import signal
+import socket
 import sys
 
 from safefcgi import logs
@@ -117,12 +118,26 @@ def _serve(config: ServerConfig, handover: Handover | None) -> int:
             inherited = [InheritedChild(pid, fd) for pid, fd in handover.children] \
                 if handover else []
             return serve_prefork(config, application, listener, hooks, identity=identity,
-                                 peers=peers, reloader=reloader, inherited=inherited, ops=ops)
+                                 peers=peers, reloader=reloader, inherited=inherited, ops=ops,
+                                 **kept_handover(handover))
     finally:
         ops.close()
         if status_listener is not None:
             status_listener.close()
         listener.close()
+
+
+def kept_handover(handover: Handover | None) -> dict[str, object]:
+    """The idle kept-open connections and the ready queue a re-executed master takes over."""
+    if handover is None or len(handover.queue) != 2:
+        return {}
+    queue = tuple(socket.socket(fileno=fd) for fd in handover.queue)
+    for sock in queue:
+        sock.set_inheritable(False)
+        sock.setblocking(False)
+    for fd, _ in handover.kept:
+        os.set_inheritable(fd, False)
+    return {"kept": handover.kept, "queue": queue}
 
 
 def open_status_listener(config: ServerConfig) -> Listener | None:

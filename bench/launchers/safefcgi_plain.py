@@ -12,7 +12,7 @@ from safefcgi import cli
 from safefcgi.forksafety import lifecycle
 
 
-def load_plain_application(settings_module: str):
+def load_plain_application(settings_module: str, wsgi_app: str | None = None):
     import django
 
     lifecycle.os.environ["DJANGO_SETTINGS_MODULE"] = settings_module

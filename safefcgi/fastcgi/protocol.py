@@ -178,7 +178,40 @@ def serve_connection(app: FastCGIApplication, sock: socket.socket, addr: Any, *,
         _send_small_records_at_once(sock)
     connection = Connection(app, sock, stop_requested, stop_fds)
     try:
-        connection.serve()
+        return _guarded(connection.serve)
+    finally:
+        connection.close()
+
+
+def serve_until_idle(app: FastCGIApplication, sock: socket.socket,
+                     served: int = 0) -> int | None:
+    """Serve the requests already sent on a connection; once it is idle and open, return
+    how many it has carried (``served`` of them before), else None: it is closed.
+
+    A prefork child does not wait on a kept-open connection (FCGI_KEEP_CONN)
+    for the web server's next request: that would pin the child while other
+    connections wait. It serves what is there and, once the connection is
+    idle between requests, returns so the caller can watch it with the
+    others (or pass it on). None means the connection is closed: the web
+    server ended it, did not ask to keep it, or it failed (logged).
+    """
+    if not NODELAY_INHERITED and not served:
+        _send_small_records_at_once(sock)
+    connection = Connection(app, sock)
+    connection.requests_served = served
+    idle = False
+    try:
+        idle = _guarded(connection.serve_available) and not connection.ended
+        return connection.requests_served if idle else None
+    finally:
+        if not idle:
+            connection.close()
+
+
+def _guarded(serve: Callable[[], Any]) -> bool:
+    """Run ``serve``; False after one log line for bad input or a vanished peer."""
+    try:
+        serve()
         return True
     except ResponseCutShort:
         pass
@@ -196,8 +229,6 @@ def serve_connection(app: FastCGIApplication, sock: socket.socket, addr: Any, *,
         log.warning("connection error, connection closed: %s", exc)
     except Exception:  # noqa: BLE001 - last line of defence: the child must keep serving
         log.exception("internal error while serving a connection; connection closed")
-    finally:
-        connection.close()
     return False
 
 
@@ -214,6 +245,7 @@ class Connection:
         self.stop_fds = list(stop_fds)
         self.requests_served = 0
         self.failure: BaseException | None = None  # why the connection is unusable
+        self.ended = False  # the web server closed it, or asked for no more requests
         # --read-timeout is armed only before a call that would block (see _arm_timeouts).
         self._timeouts_armed = app.socket_timeout is None
 
@@ -232,6 +264,38 @@ class Connection:
                 if not self.serve_request(record):
                     return
             # Anything else belongs to no active request: ignored, as the spec says.
+
+    def serve_available(self) -> None:
+        """Serve requests while the web server has sent one; stop once idle between them.
+
+        Sets ``ended`` when the connection is done (EOF, or a request without
+        FCGI_KEEP_CONN); otherwise it is idle and open. The first request of a
+        connection just accepted is waited for (nginx writes it right after
+        connecting), up to --read-timeout, as ``serve()`` does.
+        """
+        self._configure_socket()
+        record = self.read_record(between_requests=True)
+        while record is not None:
+            if record.request_id == NULL_REQUEST_ID:
+                self.handle_management(record)
+            elif record.type == BEGIN_REQUEST and not self.serve_request(record):
+                break
+            record = self._next_record_if_sent()
+            if record is False:
+                return  # idle between requests
+        self.ended = True
+
+    def _next_record_if_sent(self) -> Record | None | bool:
+        """The next record if part of it is buffered already; False: idle between requests.
+
+        Nothing is read from the socket to find out: the web server sends its
+        next request only after it has read our response, so a recv() here
+        would almost always come back empty. Whoever watches the idle
+        connection sees the next request (or the close) arrive.
+        """
+        if not self.reader.buffered:
+            return False
+        return self.read_record(between_requests=True)
 
     def _configure_socket(self) -> None:
         if self.sock.gettimeout() is not None:

@@ -107,7 +107,7 @@ def child_state(child: Any) -> str:
     """starting, idle, busy (holds a connection) or exiting, from the master's Child."""
     if not child.ready:
         return "starting"
-    if child.channel is None:
+    if child.channel is None or child.leaving:
         return "exiting"
     if child.idle:
         return "exiting" if child.retiring else "idle"

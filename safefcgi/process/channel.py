@@ -6,7 +6,8 @@ readers ignore kinds and fields they do not know, so later additions (per-child
 counters for a status page, say) need no change of format. EOF means the
 other side is gone, or (master → child) that the child is retired.
 
-Child → master: ``idle``, once, when the child is ready to serve. What it
+Child → master: ``idle``, once, when the child is ready to serve; ``kept``,
+with the fd of a kept-open connection it leaves idle (see kept.py). What it
 does after that (busy, which request, how many served) is on its scoreboard
 (see scoreboard.py), not in messages. Master → child: ``retire`` (finish the
 request in hand, then exit: the pool shrinks or a reload replaces the child;
@@ -37,7 +38,7 @@ MAX_MESSAGE = 4096
 MAX_FDS = 4
 FD_SIZE = array.array("i").itemsize
 
-IDLE, REOPEN = "idle", "reopen"
+IDLE, REOPEN, KEPT = "idle", "reopen", "kept"
 STATUS, DRAIN, RETIRE = "status", "drain", "retire"
 
 

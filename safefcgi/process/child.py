@@ -1,15 +1,20 @@
-"""What runs in a child: accept one connection at a time, serve it, report state.
+"""What runs in a child: take one connection at a time, serve it, report state.
 
 The child keeps its state on its scoreboard (see scoreboard.py): whether it
 holds a connection and which request it is running, so the master can grow
 the pool, and name the request when it kills a child for --timeout. The
 channel (see channel.py) carries what is rare: "ready", "stop", "reopen".
 
-Idle children wait in epoll on the listener with EPOLLEXCLUSIVE, so a new
-connection wakes one of them, not all (no thundering herd).
+Idle children wait in epoll on the listener and on the ready queue of
+kept-open connections (see kept.py), both with EPOLLEXCLUSIVE, so a new
+connection wakes one of them, not all (no thundering herd). A child also
+watches the one kept-open connection it served last, for as long as it is
+idle; before it serves anything else, it hands that connection back to the
+master, which watches it from then on.
 
 A ``retire`` message, or EOF on the channel (the master died), means this
-child is no longer wanted: it finishes the request in hand and exits.
+child is no longer wanted: it finishes the request in hand, serves what is
+queued, hands its idle kept-open connection to the master and exits.
 SIGTERM means the whole server stops: the child first serves the connections
 already waiting in the listen backlog, so none that the kernel accepted is
 dropped, then exits.
@@ -21,13 +26,15 @@ import logging
 import os
 import signal
 import socket
+import time
 from typing import TYPE_CHECKING, Any
 
-from safefcgi.fastcgi.protocol import FastCGIApplication, serve_connection
+from safefcgi.fastcgi.protocol import FastCGIApplication, serve_until_idle
 from safefcgi.ops.operability import request_path
 from safefcgi.process import channel as ch
 from safefcgi.process import signals, statusquery, titles, worker
 from safefcgi.process.fds import close_fds, drain
+from safefcgi.process.kept import take_from_queue
 from safefcgi.process.peers import PeerFilter
 from safefcgi.process.polling import (
     Poller,
@@ -55,8 +62,16 @@ class ChildWorker:
     def __init__(self, listener: socket.socket, app: FastCGIApplication,
                  channel: socket.socket, max_requests: int = 0,
                  peers: PeerFilter | None = None, ops: Operability | None = None,
-                 board: Scoreboard | None = None, draining: bool = False):
+                 board: Scoreboard | None = None, draining: bool = False,
+                 queue: socket.socket | None = None):
         self.listener = listener
+        self.queue = queue  # kept-open connections the web server wrote on (kept.py)
+        self._parked: socket.socket | None = None  # our last kept-open connection, idle
+        self._parked_since = 0.0
+        self._parked_served = 0  # requests it carried (safefcgi.connection_requests)
+        self._exclusive: set[int] = set()  # listener and ready queue
+        self._ready_next: set[int] | None = None  # what the loop handles next, already polled
+        self._server_stopping = False  # SIGTERM: idle kept-open connections are closed
         self.app = app
         self.channel = channel
         self.max_requests = max_requests
@@ -100,7 +115,7 @@ class ChildWorker:
         return wake_read
 
     def _on_term(self, signum: int, frame: Any) -> None:
-        self._stop_requested = True
+        self._stop_requested = self._server_stopping = True
 
     def serve(self) -> None:
         """Serve until the master says stop, or max_requests is reached."""
@@ -112,35 +127,50 @@ class ChildWorker:
         self.app.observer = self  # request_started() / request_finished()
         titles.child_idle()
         listener_fd, channel_fd = self.listener.fileno(), self.channel.fileno()
-        poller = Poller(exclusive=[listener_fd], shared=[channel_fd, wake_fd])
+        exclusive = [listener_fd]
+        queue_fd = -1
+        if self.queue is not None:
+            queue_fd = self.queue.fileno()
+            exclusive.append(queue_fd)
+        self._poller = poller = Poller(exclusive=exclusive, shared=[channel_fd, wake_fd])
+        self._exclusive = set(exclusive)
         self.board.idle()
         if not self._report(ch.IDLE):  # once: "ready"; the scoreboard says the rest
             return
         try:
             while True:
-                ready = poller.wait()
+                ready = self._ready_next or poller.wait(self._parked_timeout())
+                self._ready_next = None
                 if wake_fd in ready:
                     drain(wake_fd)
                 if channel_fd in ready and not self._read_channel():
                     log.debug("retired, or the master closed our channel: leaving")
                     self._stop_requested = True
                 if self._stop_requested:
-                    # Out of the listener's wake-ups first: a connection the kernel
-                    # woke us for is then in the queue we take, never left behind
+                    # Out of the listener's and the queue's wake-ups first: what the
+                    # kernel woke us for is then in what we take, never left behind
                     # with every sibling asleep.
+                    parked = self._take_parked()
                     poller.close()
-                    self._serve_backlog()
+                    self._serve_backlog(parked)
                     return
-                if listener_fd in ready and not self._accept_and_serve():
+                parked = self._parked
+                if parked is not None and parked.fileno() in ready:
+                    self._pass_on(ready, (queue_fd, listener_fd))
+                    self._serve(parked)
+                elif queue_fd in ready:
+                    self._pass_on(ready, (listener_fd,))
+                    self._take_from_queue()
+                elif listener_fd in ready:
+                    self._accept_and_serve()
+                else:
+                    self._expire_parked()
+                    continue
+                if not self._carry_on():
                     return
         finally:
+            self._let_go_of_parked()
             poller.close()
-
-    def _should_stop(self) -> bool:
-        """Stop asked for by SIGTERM, or by the master retiring us or closing our channel."""
-        if not self._stop_requested and not self._read_channel():
-            self._stop_requested = True
-        return self._stop_requested
 
     # -- the channel ------------------------------------------------------------------
 
@@ -220,49 +250,177 @@ class ChildWorker:
 
     # -- serving ----------------------------------------------------------------------
 
-    def _accept_and_serve(self) -> bool:
-        """Serve one connection if we win the race for it; False means exit now."""
+    def _accept_and_serve(self) -> None:
+        """Serve one new connection if we win the race for it."""
         try:
             conn, addr = accept(self.listener, self._listener_kind)
         except (BlockingIOError, InterruptedError):
-            return True  # a sibling took it
+            return  # a sibling took it
         except OSError as exc:
             pause_after_accept_error(exc)
-            return True
-        self._serve(conn, addr)
-        titles.child_idle()
-        self.board.idle()
+            return
+        if worker.admitted(self.peers, conn, addr):
+            self._serve(conn)
+
+    def _pass_on(self, ready: set[int], others: tuple[int, int] | tuple[int]) -> None:
+        """Hand the master what else woke us, so that an idle sibling serves it now.
+
+        Listener and ready queue wake one idle child per arrival (EPOLLEXCLUSIVE):
+        what arrived for us while we take something else would wait for us,
+        with a sibling idle. The master puts it back in the ready queue, which
+        wakes a sibling.
+        """
+        family, type_, proto = self._listener_kind
+        if self.queue is not None and self.queue.fileno() in others \
+                and self.queue.fileno() in ready:
+            taken = take_from_queue(self.queue)
+            if taken is not None:
+                self._hand_over(socket.socket(family, type_, proto, fileno=taken[0]), taken[1])
+        if self.listener.fileno() in others and self.listener.fileno() in ready:
+            try:
+                conn, addr = accept(self.listener, self._listener_kind)
+            except OSError:  # a sibling took it, or accept failed: the loop retries
+                return
+            if worker.admitted(self.peers, conn, addr):
+                self._hand_over(conn, 0)
+
+    def _hand_over(self, conn: socket.socket, served: int) -> None:
+        """Give a connection to the master, which watches it and queues it once readable."""
+        if self._master_alive:
+            self._report(ch.KEPT, fds=(conn.fileno(),), served=served)
+        conn.close()
+
+    def _take_from_queue(self) -> None:
+        """Serve a kept-open connection the web server wrote on, if a sibling did not take it."""
+        taken = take_from_queue(self.queue)
+        if taken is not None:
+            family, type_, proto = self._listener_kind
+            self._serve(socket.socket(family, type_, proto, fileno=taken[0]), taken[1])
+
+    def _carry_on(self) -> bool:
+        """After a connection: False when this child should exit now."""
         if not self._master_alive or self._retired:
+            self.board.leaving()
             return False
         if self.max_requests and self.requests_served >= self.max_requests:
             log.debug("served %d requests, making room for a fresh child",
                       self.requests_served)
+            self.board.leaving()  # not idle: the master must not count on us any more
             return False
+        titles.child_idle()
+        self.board.idle()
         return True
 
-    def _serve(self, conn: socket.socket, addr: Any) -> None:
-        if not worker.admitted(self.peers, conn, addr):
-            return
+    def _serve(self, conn: socket.socket, served: int = 0) -> None:
+        """Serve what the web server sent on ``conn``; keep it while idle if it stays open."""
+        if conn is self._parked:
+            self._poller.remove(conn.fileno())
+            self._parked = None
+            served = self._parked_served
+        else:  # busy from now on: the master watches our idle connection meanwhile
+            self._let_go_of_parked()
         self.board.connected()
-        # Accepted means served, master or not; a kept-open connection is let go
-        # between requests once a stop is asked for.
-        serve_connection(self.app, conn, addr, stop_requested=self._should_stop,
-                         stop_fds=(self.channel, self._wake_fd))
+        served = serve_until_idle(self.app, conn, served)
+        if served is None:
+            return
+        # More work already waiting: the connection goes to the master at once,
+        # without being watched here first (two epoll_ctl calls saved).
+        ready = self._poller.wait(0)
+        self._ready_next = ready or None
+        if ready & self._exclusive:
+            self._hand_over(conn, served)
+            return
+        self._parked, self._parked_since, self._parked_served = conn, time.monotonic(), served
+        self._poller.add(conn.fileno())
 
-    def _serve_backlog(self) -> None:
-        """On stop: take every connection already queued, let go of the listener, serve them.
+    def _parked_timeout(self) -> float | None:
+        """How long our idle kept-open connection may stay silent (--read-timeout)."""
+        limit = self.app.limits.read_timeout
+        if self._parked is None or limit <= 0:
+            return None
+        return max(self._parked_since + limit - time.monotonic(), 0.0)
+
+    def _expire_parked(self) -> None:
+        timeout = self._parked_timeout()
+        if timeout is not None and timeout <= 0:
+            log.debug("kept-open connection idle for %g s, closed", self.app.limits.read_timeout)
+            conn, self._parked = self._parked, None
+            self._poller.remove(conn.fileno())
+            conn.close()
+
+    def _take_parked(self) -> tuple[socket.socket, int] | None:
+        """Our idle kept-open connection, out of our poll set, with the requests it carried."""
+        conn, self._parked = self._parked, None
+        if conn is None:
+            return None
+        self._poller.remove(conn.fileno())
+        return conn, self._parked_served
+
+    def _let_go_of_parked(self) -> None:
+        """Hand our idle kept-open connection to the master (closed if the server stops)."""
+        parked = self._take_parked()
+        if parked is not None:
+            self._put_down(*parked)
+
+    def _put_down(self, conn: socket.socket, served: int) -> None:
+        """An idle kept-open connection we are done with: the master's, unless all stops."""
+        if self._server_stopping:
+            conn.close()
+        else:
+            self._hand_over(conn, served)
+
+    def _serve_backlog(self, parked: tuple[socket.socket, int] | None) -> None:
+        """On stop or retirement: take what is queued, let go of the listener, serve it.
 
         Taking the queue first and closing our copy of the listening socket
         before serving matters on TCP: once every process has closed its
         copy, the kernel refuses new connections, so a web server balancing
         over several hosts moves on at once. Serving while still listening
         would let new connections queue behind a stopping server for as long
-        as requests keep arriving.
+        as requests keep arriving. Kept-open connections the web server has
+        already written on are served too; idle ones go to the master, or
+        are closed when the whole server stops.
         """
+        kept = []
+        if parked is not None and _has_data(parked[0]):
+            kept.append(parked)
+        elif parked is not None:
+            self._put_down(*parked)
         queued = take_backlog(self.listener, self._listener_kind)
         self.listener.close()
+        family, type_, proto = self._listener_kind
+        while self.queue is not None and (taken := take_from_queue(self.queue)) is not None:
+            kept.append((socket.socket(family, type_, proto, fileno=taken[0]), taken[1]))
         for conn, addr in queued:
-            self._serve(conn, addr)
+            if worker.admitted(self.peers, conn, addr):
+                kept.append((conn, 0))
+        for conn, served in kept:
+            self.board.connected()
+            served = serve_until_idle(self.app, conn, served)
+            if served is not None:
+                self._put_down(conn, served)
+
+
+def _has_data(conn: socket.socket) -> bool:
+    """True if the web server has sent something on ``conn`` (or closed it)."""
+    try:
+        conn.recv(1, socket.MSG_PEEK | socket.MSG_DONTWAIT)
+    except (BlockingIOError, InterruptedError):
+        return False
+    except OSError:
+        return True  # serving it reports the error
+    return True
+
+
+def _has_data(conn: socket.socket) -> bool:
+    """True if the web server has sent something on ``conn`` (or closed it)."""
+    try:
+        conn.recv(1, socket.MSG_PEEK | socket.MSG_DONTWAIT)
+    except (BlockingIOError, InterruptedError):
+        return False
+    except OSError:
+        return True  # serving it reports the error
+    return True
 
 
 def _adopt_output_fds(message: ch.Message, allowed: set[int]) -> None:

@@ -46,7 +46,8 @@ from safefcgi.process import channel as ch
 from safefcgi.process import signals, statusquery, systemd, titles
 from safefcgi.process.child import BLOCKED_UNTIL_HANDLED, ChildWorker
 from safefcgi.process.daemon import redirect_output
-from safefcgi.process.fds import drain, flush_std_streams
+from safefcgi.process.fds import close_fds, drain, flush_std_streams
+from safefcgi.process.kept import KeptConnections
 from safefcgi.process.memory import KILL as MEMORY_KILL
 from safefcgi.process.memory import MemoryLimits, MemoryWatchdog
 from safefcgi.process.peers import PeerFilter
@@ -54,6 +55,7 @@ from safefcgi.process.pool import BACKOFF_MAX_SECONDS, PoolLimits, PoolPolicy
 from safefcgi.process.privileges import Identity, drop_privileges
 from safefcgi.process.reload import Reloader
 from safefcgi.process.scoreboard import IDLE as BOARD_IDLE
+from safefcgi.process.scoreboard import LEAVING as BOARD_LEAVING
 from safefcgi.process.scoreboard import Scoreboard
 from safefcgi.process.signals import signal_name
 
@@ -81,6 +83,7 @@ class Child:
     started_at: float = field(default_factory=time.monotonic)
     ready: bool = False  # passed its after-fork hooks and waits for requests
     idle: bool = False
+    leaving: bool = False  # said it is done and exits of its own accord (--maxrequests)
     retiring: bool = False  # told to exit (its channel is closed)
     stale: bool = False  # runs the code from before the last reload
     request: tuple[str, str] | None = None  # (method, URI) being served
@@ -123,6 +126,7 @@ class Child:
         if state is None:
             return  # it kept changing: a busy child; read it next time
         self.idle = state.state == BOARD_IDLE
+        self.leaving = state.state == BOARD_LEAVING
         self.served = state.served
         if state.request is None:
             self.request = None
@@ -150,7 +154,9 @@ class PreforkMaster:
                  reloader: Reloader | None = None,
                  inherited: Sequence[InheritedChild] = (),
                  stop_accepting: Callable[[], None] | None = None,
-                 ops: Operability | None = None):
+                 ops: Operability | None = None,
+                 kept: Sequence[tuple[int, int]] = (),
+                 queue: tuple[socket.socket, socket.socket] | None = None):
         self.config = config
         self.listener = listener
         self.app = app
@@ -180,6 +186,9 @@ class PreforkMaster:
         self._status_queries: list[tuple[Child, bool]] = []
         self.status_listener: StatusListener | None = None  # --status-listen
         self._drain_until: float | None = None  # --ping-drain: stop once this is reached
+        self.kept: KeptConnections | None = None  # idle kept-open connections (kept.py)
+        self._inherited_kept = list(kept)
+        self._inherited_queue = queue
         self.memory = MemoryWatchdog(MemoryLimits.from_megabytes(config.max_child_rss,
                                                                  config.max_child_rss_kill))
         self._step_failures: dict[str, int] = {}  # step of the loop -> failures in a row
@@ -214,6 +223,11 @@ class PreforkMaster:
         self._wake_read, self._wake_write = signals.wakeup_pipe()
         self._selector = selectors.DefaultSelector()
         self._selector.register(self._wake_read, selectors.EVENT_READ, None)
+        self.kept = KeptConnections(self.app.limits.read_timeout, self._inherited_queue)
+        self._selector.register(self.kept, selectors.EVENT_READ, self.kept)
+        for fd, served in self._inherited_kept:
+            self.kept.adopt(fd, served)
+        self._inherited_kept = []
         for name in HANDLED_SIGNALS:
             signum = getattr(signal, name)
             self._previous_handlers[signum] = signal.signal(signum, self._queue_signal)
@@ -233,6 +247,8 @@ class PreforkMaster:
         signal.signal(signal.SIGCHLD, signal.SIG_DFL)
         if self._selector is not None:
             self._selector.close()
+        if self.kept is not None:
+            self.kept.close()
         os.close(self._wake_read)
         os.close(self._wake_write)
 
@@ -305,18 +321,25 @@ class PreforkMaster:
         for key, events in self._selector.select(timeout):
             if key.data is None:
                 drain(self._wake_read)
+            elif key.data is self.kept:
+                self.kept.hand_on()
             elif isinstance(key.data, Child):
                 self._read_status(key.data)
             else:  # the --status-listen socket or one of its connections
                 key.data.on_ready(events)
+        self.kept.flush()
+        self.kept.expire(time.monotonic())
         if self._status_queries:
             self._answer_status_queries()
 
     def _select_timeout(self) -> float:
         """Wake in time for the next deadline (--timeout, slow log, ping drain) and to
         read the scoreboards."""
-        return self.pool.next_wakeup(self.children.values(), time.monotonic(),
-                                     self._drain_until)
+        now = time.monotonic()
+        wakeup = self.pool.next_wakeup(self.children.values(), now, self._drain_until)
+        if (expiry := self.kept.next_expiry()) is not None:  # an idle kept connection's
+            wakeup = min(wakeup, max(expiry - now, 0.0) + 0.01)
+        return wakeup
 
     def _read_boards(self) -> None:
         for child in self.children.values():
@@ -433,8 +456,11 @@ class PreforkMaster:
                 self._apply(child, message)
 
     def _apply(self, child: Child, message: ch.Message) -> None:
-        for fd in message.fds:  # children never send fds; do not leak any
-            os.close(fd)
+        if message.kind == ch.KEPT:  # an idle kept-open connection: we watch it now
+            for fd in message.fds:
+                self.kept.adopt(fd, int(message.get("served", 0)))
+            return
+        close_fds(message.fds)  # no other message carries fds; do not leak any
         if message.kind == ch.IDLE:  # sent once, when the child is ready
             if not child.ready:
                 child.ready = True
@@ -576,8 +602,10 @@ class PreforkMaster:
             systemd.ready("reload failed; serving the previous code")
             return
         # Database and cache sockets are close-on-exec: the new image starts clean.
+        self.kept.flush()
         self.reloader.exec_master([(c.pid, c.channel) for c in self.children.values()],
-                                  queued=self._signals)
+                                  queued=self._signals, kept=self.kept.held(),
+                                  queue=[self.kept.send_end, self.kept.receive_end])
         # Still here: exec failed (logged); the old code keeps serving.
         systemd.ready("reload failed; serving the previous code")
 
@@ -663,7 +691,8 @@ class PreforkMaster:
             self._become_child()
             self.worker = ChildWorker(self.listener, self.app, channel, max_requests,
                                       peers=self.peers, ops=self.ops, board=board,
-                                      draining=self._drain_until is not None)
+                                      draining=self._drain_until is not None,
+                                      queue=self.kept.receive_end)
             # Before the hooks: a TERM while they run is a stop like any other.
             self.worker.install_signal_handlers()
             try:
@@ -689,6 +718,7 @@ class PreforkMaster:
         self._selector.close()
         os.close(self._wake_read)
         os.close(self._wake_write)
+        self.kept.close_in_child()
         if self.status_listener is not None:
             self.status_listener.close(after_fork=True)
             self.status_listener = None
@@ -759,6 +789,9 @@ class PreforkMaster:
         if self._fast_stop:
             self._kill_all(signal.SIGKILL)
         else:
+            # Requests the web server already sent on kept-open connections are
+            # served like the listener's backlog; idle ones are closed.
+            self.kept.stop()
             # SIGTERM, not a closed channel: a stopping child drains the backlog first.
             self._kill_all(signal.SIGTERM)
         deadline = time.monotonic() + self.config.graceful_timeout

@@ -43,11 +43,25 @@ class Poller:
             for fd in exclusive + shared:
                 self._poll.register(fd, select.POLLIN)
 
-    def wait(self) -> set[int]:
-        """The fds that are ready (readable, closed or in error); blocks until one is."""
+    def add(self, fd: int) -> None:
+        """Watch one more fd (a kept-open connection this worker holds while idle)."""
         if self._epoll is not None:
-            return {fd for fd, _ in self._epoll.poll()}
-        return {fd for fd, _ in self._poll.poll()}
+            self._epoll.register(fd, select.EPOLLIN)
+        else:
+            self._poll.register(fd, select.POLLIN)
+
+    def remove(self, fd: int) -> None:
+        """Stop watching ``fd``; before it is closed or passed on (epoll keys on the file)."""
+        if self._epoll is not None:
+            self._epoll.unregister(fd)
+        else:
+            self._poll.unregister(fd)
+
+    def wait(self, timeout: float | None = None) -> set[int]:
+        """The fds that are ready (readable, closed or in error); empty after ``timeout`` s."""
+        if self._epoll is not None:
+            return {fd for fd, _ in self._epoll.poll(-1 if timeout is None else timeout)}
+        return {fd for fd, _ in self._poll.poll(None if timeout is None else timeout * 1000)}
 
     def close(self) -> None:
         if self._epoll is not None:

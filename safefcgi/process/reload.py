@@ -3,9 +3,11 @@
 A process cannot un-import a Django project, so the master re-executes
 itself: same interpreter, same command line, same working directory, same
 pid (what systemd and the pid file know). Across exec it keeps the listening
-socket and the channels of its children, whose fds are marked inheritable
-and named in one environment variable; the new image adopts those children
-as the old generation and retires them once fresh children are ready.
+socket, the channels of its children, the idle kept-open connections it
+watches and the ready queue they go through (see kept.py), whose fds are
+marked inheritable and named in one environment variable; the new image
+adopts those children as the old generation and retires them once fresh
+children are ready. No kept-open connection is closed by a reload.
 
 Before that, a probe process imports the new code with the same command
 line. If the probe fails (a syntax error in a view, a broken setting) the
@@ -42,6 +44,8 @@ class Handover:
     unix_inode: int | None = None
     launch_dir: str = "/"
     children: list[tuple[int, int | None]] = field(default_factory=list)  # (pid, channel fd)
+    kept: list[tuple[int, int]] = field(default_factory=list)  # idle kept-open: fd, served
+    queue: list[int] = field(default_factory=list)  # the ready queue: sending, receiving end
 
     def to_json(self) -> str:
         return json.dumps(asdict(self))
@@ -50,6 +54,7 @@ class Handover:
     def from_json(cls, text: str) -> Handover:
         data = json.loads(text)
         data["children"] = [(int(pid), fd) for pid, fd in data.get("children", [])]
+        data["kept"] = [(int(fd), int(served)) for fd, served in data.get("kept", [])]
         return cls(**data)
 
 
@@ -95,12 +100,14 @@ class Reloader:
         return pid
 
     def exec_master(self, children: list[tuple[int, socket.socket | None]],
-                    queued: Iterable[int] = ()) -> None:
+                    queued: Iterable[int] = (), kept: list[tuple[int, int]] = (),
+                    queue: list[socket.socket] = ()) -> None:
         """Replace this image with a fresh one; returns only if exec failed.
 
         ``queued``: signals caught but not yet acted on (read once the signals
         are blocked), which would go with this image; they are raised again,
-        blocked, so the new image receives them.
+        blocked, so the new image receives them. ``kept`` and ``queue``: the
+        idle kept-open connections (fd, requests carried) and the ready queue.
         """
         handover = Handover(
             listener_fd=self.listener.fileno(), description=self.description,
@@ -108,10 +115,14 @@ class Reloader:
             launch_dir=self.launch_dir,
             children=[(pid, chan.fileno() if chan is not None else None)
                       for pid, chan in children],
+            kept=list(kept), queue=[sock.fileno() for sock in queue],
         )
-        inheritable = [self.listener] + [chan for _, chan in children if chan is not None]
+        inheritable = [self.listener, *queue] + [chan for _, chan in children
+                                                 if chan is not None]
         for sock in inheritable:
             sock.set_inheritable(True)
+        for fd, _ in kept:
+            os.set_inheritable(fd, True)
         env = {**os.environ, HANDOVER_ENV: handover.to_json()}
         env.pop(PROBE_ENV, None)
         log.info("re-executing the master with fresh code (pid %d stays)", os.getpid())
@@ -133,3 +144,5 @@ class Reloader:
             os.chdir(previous_dir)
             for sock in inheritable:
                 sock.set_inheritable(False)
+            for fd, _ in kept:
+                os.set_inheritable(fd, False)

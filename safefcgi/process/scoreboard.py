@@ -21,6 +21,7 @@ import time
 from dataclasses import dataclass
 
 IDLE, CONNECTED, SERVING = 0, 1, 2  # no connection / a connection / inside a request
+LEAVING = 3  # done: exits without accepting again (never to be counted as idle)
 # seq, state, served, request start (monotonic seconds), length of the request line
 _HEADER = struct.Struct("=QBxxxxxxxQdH")
 _SEQ = struct.Struct("=Q")
@@ -77,6 +78,9 @@ class Scoreboard:
 
     def idle(self) -> None:
         self._write(IDLE)
+
+    def leaving(self) -> None:
+        self._write(LEAVING)
 
     @property
     def served(self) -> int:

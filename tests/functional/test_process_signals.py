@@ -126,7 +126,9 @@ def test_sighup_serves_freshly_imported_code_from_the_same_master(start_server, 
 
 def test_sighup_with_broken_code_keeps_the_old_children_serving(start_server, code_dir):
     server = reloadable(start_server, code_dir, "--maxchildren", "2")
-    old_children = server.children()
+    # The server answers once its first child is ready; the second may still be starting.
+    old_children = wait_until(lambda: len(children := server.children()) == 2 and children,
+                              10, "both children to start")
     write_code(code_dir, "(  # a syntax error")
 
     server.process.send_signal(signal.SIGHUP)

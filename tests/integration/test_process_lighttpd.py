@@ -54,7 +54,8 @@ def test_reload_under_load_fails_nothing_and_serves_new_code(serve, site_env, co
         (code_dir / "fixturesite_code.py").write_text("VERSION = 'second, longer'\n")
         site.server.send_signal(signal.SIGHUP)
         wait_until(lambda: all(b[b"second, longer"] >= 10 for b in load.bodies), LOAD_SECONDS,
-                   "every client to see the new code")
+                   "every client to see the new code",
+                   detail=lambda: f"answers per client: {load.bodies}\n{site.diagnostics()}")
     assert load.failures == [], site.diagnostics()
     assert set(load.total()) == {b"first", b"second, longer"}
     assert site.server.is_running()

@@ -9,14 +9,13 @@ from __future__ import annotations
 
 import shutil
 import signal
-import subprocess
 from pathlib import Path
 
 import MySQLdb
 import redis
 
 from .postgres import DATABASE
-from .processes import HarnessError, Process, RunAs, tail
+from .processes import HarnessError, Process, RunAs, run_logged, tail
 from .waiting import wait_until
 
 # mariadbd refuses to run as root; the Debian package creates this user.
@@ -42,11 +41,11 @@ class MariaDB:
         self.base_dir.mkdir(exist_ok=True)
         self.run_as.give(self.base_dir)
         install_db = shutil.which("mariadb-install-db") or "/usr/bin/mariadb-install-db"
-        self._run("install-db", [
+        run_logged("install-db", [
             install_db, "--no-defaults", f"--datadir={self.data_dir}",
             *self._user_option(), "--auth-root-authentication-method=normal",
             "--skip-test-db", "--skip-name-resolve",
-        ])
+        ], self.base_dir)
         mariadbd = shutil.which("mariadbd") or "/usr/sbin/mariadbd"
         self._process = Process(
             "mariadb",
@@ -98,16 +97,6 @@ class MariaDB:
         except MySQLdb.OperationalError:
             return False
         return True
-
-    def _run(self, name: str, argv: list) -> None:
-        log_path = self.base_dir / f"{name}.log"
-        with open(log_path, "wb") as log:
-            completed = subprocess.run(
-                [str(arg) for arg in argv], stdout=log, stderr=subprocess.STDOUT,
-                cwd=self.base_dir, timeout=120,
-            )
-        if completed.returncode != 0:
-            raise HarnessError(f"{name} failed:\n{tail(log_path)}")
 
 
 class Redis:

@@ -10,12 +10,11 @@ from __future__ import annotations
 import glob
 import shutil
 import signal
-import subprocess
 from pathlib import Path
 
 import psycopg2
 
-from .processes import HarnessError, Process, RunAs, tail
+from .processes import HarnessError, Process, RunAs, run_logged, tail
 from .waiting import wait_until
 
 DATABASE = "example"
@@ -49,10 +48,11 @@ class PostgresCluster:
         for directory in (self.base_dir, self.socket_dir):
             directory.mkdir(exist_ok=True)
             self.run_as.give(directory)
-        self._run(
+        run_logged(
             "initdb",
             [bin_dir / "initdb", "-D", self.data_dir, "-U", DATABASE_USER, "-A", "trust",
              "-E", "UTF8", "--locale=C", "--no-sync", "--no-instructions"],
+            self.base_dir, run_as=self.run_as,
         )
         self._process = Process(
             "postgres",
@@ -109,16 +109,6 @@ class PostgresCluster:
         except psycopg2.OperationalError:
             return False
         return True
-
-    def _run(self, name: str, argv: list) -> None:
-        log_path = self.base_dir / f"{name}.log"
-        with open(log_path, "wb") as log:
-            completed = subprocess.run(
-                [str(arg) for arg in argv], stdout=log, stderr=subprocess.STDOUT,
-                cwd=self.base_dir, timeout=120, **self.run_as.popen_kwargs(),
-            )
-        if completed.returncode != 0:
-            raise HarnessError(f"{name} failed:\n{tail(log_path)}")
 
 
 class PgBouncer:

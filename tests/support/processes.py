@@ -126,6 +126,21 @@ class RunAs:
             os.chown(path, entry.pw_uid, entry.pw_gid)
 
 
+def run_logged(name: str, argv: list, cwd: Path, *, run_as: RunAs = RunAs(None),
+               timeout: float = 120) -> None:
+    """Run a setup command (initdb, ...) to completion, its output in ``cwd/NAME.log``.
+
+    Fails with the end of that log when the command does.
+    """
+    log_path = cwd / f"{name}.log"
+    with open(log_path, "wb") as log:
+        completed = subprocess.run([str(arg) for arg in argv], stdout=log,
+                                   stderr=subprocess.STDOUT, cwd=cwd, timeout=timeout,
+                                   **run_as.popen_kwargs())
+    if completed.returncode != 0:
+        raise HarnessError(f"{name} failed:\n{tail(log_path)}")
+
+
 class Process:
     """A command running in its own process group with stdout and stderr in one log file."""
 

@@ -35,6 +35,7 @@ class FakeChild:
     pid: int
     ready: bool = True
     idle: bool = True
+    leaving: bool = False
     retiring: bool = False
     channel: object = "open"
     served: int = 0

@@ -2,6 +2,8 @@
 
 import struct
 
+from safefcgi.ops.status import child_state
+from safefcgi.process.master import Child
 from safefcgi.process.scoreboard import CONNECTED, IDLE, SERVING, TARGET_LIMIT, Scoreboard
 
 
@@ -52,3 +54,22 @@ def test_a_board_caught_mid_write_reads_as_unknown():
     board.request_started("GET", "/")
     struct.pack_into("=Q", board._map, 0, 7)  # odd sequence number: a write in progress
     assert board.read() is None
+
+
+def test_a_child_leaving_after_its_last_request_is_never_shown_idle():
+    """--maxrequests: the board goes from the last request straight to leaving.
+
+    Shown idle, a child already on its way out was counted as a spare by the pool and
+    offered to the operator as idle on the status page.
+    """
+    board = Scoreboard()
+    child = Child(pid=1234, channel=None, board=board, ready=True)
+    board.request_started("GET", "/")
+    board.request_finished()
+    board.leaving()
+
+    child.read_board()
+
+    assert (child.idle, child.leaving, child.served) == (False, True, 1)
+    child.channel = object()  # still connected: only the board says it leaves
+    assert child_state(child) == "exiting"
