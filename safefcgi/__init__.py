@@ -1,3 +1,3 @@
 """safefcgi: a FastCGI prefork server for Django that never shares a database connection."""
 
-__version__ = "0.1.0"
+__version__ = "0.2.0"

@@ -636,19 +636,3 @@ def apply_runfcgi_defaults(raw: dict[str, Any]) -> dict[str, Any]:
     if _bool(raw["daemonize"]) and "workdir" not in raw:
         raw["workdir"] = "/"
     return raw
-
-
-def rst_option_table(rows: list[OptionRow] | None = None) -> str:
-    """The options reference as a reStructuredText list-table (README's option table)."""
-    lines = [".. list-table::", "   :header-rows: 1", "   :widths: 30 14 14 8 34", "",
-             "   * - Option", "     - runfcgi key", "     - Default", "     - Since",
-             "     - Meaning"]
-    for row in option_reference() if rows is None else rows:
-        spelled = f"{row.name} {row.metavar}" if row.metavar else row.name
-        meaning = row.help + (" Repeatable." if row.repeatable else "") + (
-            f" {'/'.join(row.modes).capitalize()} only." if row.modes != BOTH_METHODS else "")
-        cells = [f"``{spelled}``", f"``{row.runfcgi}``" if row.runfcgi else "",
-                 row.default, row.since, meaning]
-        lines.append(f"   * - {cells[0]}")
-        lines.extend(f"     - {cell}".rstrip() for cell in cells[1:])
-    return "\n".join(lines) + "\n"

@@ -27,6 +27,9 @@ Environment variables:
 ``EXAMPLE_IMPORT_TIME_QUERY`` ``1`` to query the database while apps load
 ``EXAMPLE_IMPORT_TIME_SESSION`` ``1`` to look a session up while apps load
 ``EXAMPLE_DEBUG``             ``1`` for Django's debug mode
+``EXAMPLE_SERVER_LOG``        the server's log file, for the home page to show
+                              the fork-time warning in (bin/demo sets it)
+``EXAMPLE_STATUS_PATH``       the server's --status-path, linked from the home page
 ``EXAMPLE_SECRET_KEY``        overrides the development secret key
 """
 
@@ -146,6 +149,8 @@ if os.environ.get("EXAMPLE_REDIS_SOCKET"):
 
 IMPORT_TIME_QUERY = _env_flag("EXAMPLE_IMPORT_TIME_QUERY")
 IMPORT_TIME_SESSION = _env_flag("EXAMPLE_IMPORT_TIME_SESSION")
+SERVER_LOG = os.environ.get("EXAMPLE_SERVER_LOG", "")
+STATUS_PATH = os.environ.get("EXAMPLE_STATUS_PATH", "")
 
 USE_TZ = True
 TIME_ZONE = "UTC"

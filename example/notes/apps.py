@@ -9,6 +9,22 @@ from django.db.backends.signals import connection_created
 
 logger = logging.getLogger(__name__)
 
+# How each database names the server session a connection talks to.
+BACKEND_ID_QUERIES = {"postgresql": "SELECT pg_backend_pid()", "mysql": "SELECT CONNECTION_ID()"}
+# What the import-time query saw: the process that ran it and the server
+# session that answered it. A child inherits this record from the master, so
+# the demo page can set it next to the child's own.
+import_time_query: dict = {}
+
+
+def backend_id(cursor):
+    """The server session behind ``cursor``'s connection (None for SQLite)."""
+    query = BACKEND_ID_QUERIES.get(connection.vendor)
+    if query is None:
+        return None
+    cursor.execute(query)
+    return cursor.fetchone()[0]
+
 
 def remember_opener(sender, connection, **kwargs) -> None:
     """Note which process opened (or took from a pool) the connection Django now holds.
@@ -29,12 +45,13 @@ class NotesConfig(AppConfig):
         # Real projects do this by accident: a cache warm-up or a settings
         # lookup that touches the database while the app is imported.  Under
         # a prefork server the query runs in the master, so the connection it
-        # opens exists before the first fork.  The tests switch it on to
-        # reproduce exactly that situation.
+        # opens exists before the first fork.  The tests and the demo switch it
+        # on to reproduce exactly that situation.
         if settings.IMPORT_TIME_QUERY:
             with connection.cursor() as cursor:
                 cursor.execute("SELECT 1")
                 cursor.fetchone()
+                import_time_query.update(pid=os.getpid(), backend=backend_id(cursor))
             logger.info("queried the database while the app was loading")
         # The same with the session store (a cache when sessions live in Redis).
         if settings.IMPORT_TIME_SESSION:

@@ -9,6 +9,7 @@ wrong body instead of going unnoticed.
 import os
 import time
 
+from django.conf import settings
 from django.contrib.auth import authenticate, login
 from django.core.cache import caches
 from django.core.cache.backends.redis import RedisCache
@@ -18,15 +19,41 @@ from django.shortcuts import render
 from django.views.decorators.csrf import csrf_exempt
 from django.views.decorators.http import require_GET, require_POST
 
+from .apps import backend_id, import_time_query
 from .models import Note
 
-# How each database names the server session a connection talks to.
-BACKEND_ID_QUERIES = {"postgresql": "SELECT pg_backend_pid()", "mysql": "SELECT CONNECTION_ID()"}
+FORK_WARNING = "at fork time"
+
+
+def _fork_warnings() -> list[str]:
+    """The fork-time warnings in the server's log, when the demo says where it is."""
+    path = settings.SERVER_LOG
+    if not path:
+        return []
+    try:
+        with open(path, errors="replace") as log:
+            return [line.strip() for line in log if FORK_WARNING in line]
+    except OSError:
+        return []
 
 
 @require_GET
 def home(request: HttpRequest) -> HttpResponse:
-    return render(request, "notes/home.html", {"pid": os.getpid(), "notes": Note.objects.count()})
+    """What the demo shows: this child, its own connection, the import-time query."""
+    notes = Note.objects.count()
+    with connection.cursor() as cursor:
+        backend = backend_id(cursor)
+    return render(request, "notes/home.html", {
+        "pid": os.getpid(),
+        "master_pid": os.getppid(),
+        "notes": notes,
+        "vendor": connection.vendor,
+        "backend": backend,
+        "opened_in": getattr(connection, "example_opened_by", None),
+        "import_query": import_time_query,
+        "fork_warnings": _fork_warnings(),
+        "status_path": settings.STATUS_PATH,
+    })
 
 
 @require_GET
@@ -77,10 +104,7 @@ def query(request: HttpRequest) -> HttpResponse:
     with connection.cursor() as cursor:
         cursor.execute("SELECT %s", [token])
         (echoed,) = cursor.fetchone()
-        backend = None
-        if connection.vendor in BACKEND_ID_QUERIES:
-            cursor.execute(BACKEND_ID_QUERIES[connection.vendor])
-            (backend,) = cursor.fetchone()
+        backend = backend_id(cursor)
     return JsonResponse({"token": echoed, "backend": backend,
                          "opened_by": getattr(connection, "example_opened_by", None),
                          "pid": os.getpid()})

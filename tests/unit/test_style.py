@@ -11,6 +11,6 @@ REPO = Path(__file__).resolve().parents[2]
 def test_code_passes_ruff():
     ruff = shutil.which("ruff", path=str(Path(sys.executable).parent)) or shutil.which("ruff")
     assert ruff, "ruff is part of the test extra: pip install -e '.[test]'"
-    result = subprocess.run([ruff, "check", "--no-cache", "safefcgi", "tests", "example",
+    result = subprocess.run([ruff, "check", "--no-cache", "safefcgi", "tests", "example", "docs",
                              "bin"], cwd=REPO, capture_output=True, text=True)
     assert result.returncode == 0, result.stdout + result.stderr
