@@ -442,10 +442,13 @@ class Connection:
         role, flags = parse_begin_request(begin.content)
         keep_conn = bool(flags & KEEP_CONN)
         if role != RESPONDER:
+            # Answered as the specification asks, then the connection ends like any other
+            # bad input: a web server configured for another role gets one log line per
+            # connection, not one per request it keeps sending.
             log.warning("web server asked for FastCGI role %d; only the responder role is "
                         "served", role)
             self.send(end_request(begin.request_id, 0, ProtocolStatus.UNKNOWN_ROLE))
-            return keep_conn
+            return False
         request = Request(self, begin.request_id)
         request.run()
         self.requests_served += 1

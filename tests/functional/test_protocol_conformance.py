@@ -8,7 +8,8 @@ import pytest
 from safefcgi.fastcgi import client
 from safefcgi.fastcgi.records import HEADER, RecordType, parse_end_request
 from tests.support.fastcgi import begin, kinds, read_until_closed, whole_request
-from tests.support.servers import AGAINST_FLUP, start_fixture_server
+from tests.support.servers import AGAINST_FLUP, LogWatch, start_fixture_server
+from tests.support.waiting import stays_false, wait_until
 
 
 @pytest.fixture(scope="module")
@@ -130,6 +131,23 @@ def test_unknown_role_gets_unknown_role(server, pid, role):
         sock.sendall(begin(3, role=role))
         records, _ = read_until_closed(sock, timeout=5)
     assert ends(records) == [(3, 0, 3)]  # FCGI_UNKNOWN_ROLE
+
+
+def test_unknown_role_ends_a_kept_connection_with_one_log_line(server, pid):
+    """What follows on the connection is not read: one line, however much the web server sends.
+
+    Found by the record fuzzer: a kept-open connection went on to a second request that
+    the web server then abandoned, and the connection left two log lines.
+    """
+    watch = LogWatch(server)
+    with client.connect(server.socket) as sock:
+        sock.sendall(begin(1, role=0, keep_conn=True) + begin(1))
+        records, closed = read_until_closed(sock, timeout=5)
+    assert closed
+    assert ends(records) == [(1, 0, 3)]
+    (line,) = wait_until(watch.new_lines, 5, "the child's log line")
+    assert "role 0" in line
+    assert stays_false(lambda: len(watch.new_lines()) > 1, 0.5), watch.new_lines()
 
 
 def test_second_begin_request_gets_cant_mpx_conn(server, pid):
