@@ -412,17 +412,6 @@ def _has_data(conn: socket.socket) -> bool:
     return True
 
 
-def _has_data(conn: socket.socket) -> bool:
-    """True if the web server has sent something on ``conn`` (or closed it)."""
-    try:
-        conn.recv(1, socket.MSG_PEEK | socket.MSG_DONTWAIT)
-    except (BlockingIOError, InterruptedError):
-        return False
-    except OSError:
-        return True  # serving it reports the error
-    return True
-
-
 def _adopt_output_fds(message: ch.Message, allowed: set[int]) -> None:
     """``reopen``: the master's freshly opened log files take the fd numbers of the old."""
     for target, fd in zip(message.get("targets", ()), message.fds, strict=False):

@@ -192,6 +192,7 @@ class PreforkMaster:
         self.memory = MemoryWatchdog(MemoryLimits.from_megabytes(config.max_child_rss,
                                                                  config.max_child_rss_kill))
         self._step_failures: dict[str, int] = {}  # step of the loop -> failures in a row
+        self._steps: list[Callable[[], None]] = []  # see _tick
         self._exit_status = EXIT_OK
 
     @property
@@ -275,19 +276,26 @@ class PreforkMaster:
 
     # -- the main loop -----------------------------------------------------------------
 
+    def _loop_steps(self) -> list[Callable[[], None]]:
+        """The steps of one pass of the loop, in order; the last two are skipped on stop."""
+        return [self._wait_for_events, self._handle_signals, self._reap, self._read_boards,
+                self._enforce_timeout, self._enforce_memory_limits, self._watch_slow_requests,
+                self._check_drain, self._after_reload, self._maintain_pool]
+
     def _tick(self) -> None:
-        steps: list[Callable[[], None]] = [
-            lambda: self._poll(self._select_timeout()), self._handle_signals, self._reap,
-            self._read_boards, self._enforce_timeout, self._enforce_memory_limits,
-            self._watch_slow_requests, self._check_drain, self._after_reload,
-            self._maintain_pool]
+        # Built once: with kept connections the loop runs for every request.
+        steps = self._steps or self._loop_steps()
+        self._steps = steps
         failed = False
-        for step in steps:
-            if self._stopping and step in (self._after_reload, self._maintain_pool):
+        for index, step in enumerate(steps):
+            if self._stopping and index >= len(steps) - 2:  # no reload, no new children
                 break
             failed |= not self._run_step(step)
         if failed:
             time.sleep(FAILED_TICK_PAUSE_SECONDS)
+
+    def _wait_for_events(self) -> None:
+        self._poll(self._select_timeout())
 
     def _run_step(self, step: Callable[[], None]) -> bool:
         """Run one step of the loop; a failure is logged, and the loop goes on.
@@ -295,10 +303,10 @@ class PreforkMaster:
         Only a step that failed on every one of the last ticks (the selector
         is broken, say) stops the server: cleanly, with a non-zero status.
         """
-        name = getattr(step, "__name__", "poll").lstrip("_")
         try:
             step()
         except Exception as exc:  # noqa: BLE001 - the loop must outlive its own bugs
+            name = step.__name__.lstrip("_")
             failures = self._step_failures[name] = self._step_failures.get(name, 0) + 1
             if failures == 1:
                 log.exception("internal error in the master's %s; the master carries on",
@@ -309,7 +317,8 @@ class PreforkMaster:
                 self._stopping = True
                 self._exit_status = EXIT_FAILURE
             return False
-        self._step_failures.pop(name, None)
+        if self._step_failures:
+            self._step_failures.pop(step.__name__.lstrip("_"), None)
         return True
 
     def _check_drain(self) -> None:
